@@ -1,0 +1,288 @@
+"""The six public entry points (signatures and defaults of the SageAttention 2.2.0 API).
+
+Each entry point checks its arguments, views the inputs as [B, H, N, D] without copying,
+and runs the Triton kernels (the compiled CUDA kernels are not built yet; see csrc/README.md).
+Where the original ignores an argument (``sageattn``'s kwargs, masks outside one path), this
+package honours it; docs/api.md lists every difference.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+from . import _checks
+from .dispatch import Plan, default_plan
+
+_FP16_ACCUM = ("fp16", "fp16+fp32", "fp32")
+_FP8_ACCUM = ("fp32", "fp32+fp32", "fp32+fp16")
+_QK_GRANS = ("per_warp", "per_thread")
+
+# Keyword arguments downstream code passes that are understood here; anything else gets a
+# one-time warning naming it (and is otherwise ignored, as the original does).
+_SDPA_KWARGS = ("attn_mask", "dropout_p", "scale", "enable_gqa")
+
+
+def _run(q, k, v, *, tensor_layout, is_causal, sm_scale, smooth_k, return_lse, plan: Plan,
+         attn_mask=None, smooth_v=False):
+    _checks.check_qkv(q, k, v, rank=4)
+    layout = _checks.check_layout(tensor_layout)
+    is_causal = _checks.check_flag("is_causal", is_causal)
+    smooth_k = _checks.check_flag("smooth_k", smooth_k)
+    smooth_v = _checks.check_flag("smooth_v", smooth_v)
+    return_lse = _checks.check_flag("return_lse", return_lse)
+    qh, kh, vh = (t.transpose(1, 2) if layout == "NHD" else t for t in (q, k, v))
+    _checks.check_shapes_bhnd(qh, kh, vh)
+    B, Hq, Nq, D = qh.shape
+    scale = _checks.check_sm_scale(sm_scale, D)
+    mask = _checks.check_mask(attn_mask, qh.shape, kh.shape[2], q.device, q.dtype)
+
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    oh = out.transpose(1, 2) if layout == "NHD" else out
+    if Nq == 0:
+        lse = torch.empty((B, Hq, 0), dtype=torch.float32, device=q.device)
+        return (out, lse) if return_lse else out
+    from .triton.forward import attention_forward  # Triton is imported on first use only
+
+    with torch.cuda.device(q.device) if q.device.type == "cuda" else _nullcontext():
+        lse = attention_forward(
+            qh, kh, vh, oh, sm_scale=scale, is_causal=is_causal, smooth_k=smooth_k,
+            smooth_v=smooth_v and plan.pv_fp8, q_gran=plan.qk_quant_gran,
+            k_gran=plan.qk_quant_gran, pv_fp8=plan.pv_fp8, attn_mask=mask, return_lse=return_lse)
+    return (out, lse) if return_lse else out
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _sdpa_kwargs(kwargs: dict, sm_scale, where: str):
+    """Honour the SDPA keywords a monkey-patched F.scaled_dot_product_attention receives."""
+    kwargs = dict(kwargs)
+    attn_mask = kwargs.pop("attn_mask", None)
+    dropout_p = kwargs.pop("dropout_p", 0.0)
+    scale = kwargs.pop("scale", None)
+    kwargs.pop("enable_gqa", None)  # grouped-query attention is always on
+    if dropout_p:
+        _checks.warn_once(f"dropout:{where}", f"{where}: dropout_p={dropout_p} is ignored "
+                          "(sageattention is an inference kernel and applies no dropout)")
+    if sm_scale is None and scale is not None:
+        sm_scale = scale
+    return attn_mask, sm_scale, kwargs
+
+
+def _warn_unknown(kwargs: dict, where: str) -> None:
+    if kwargs:
+        names = ", ".join(sorted(kwargs))
+        _checks.warn_once(f"kw:{where}:{names}", f"{where}: ignoring unknown keyword argument(s) "
+                          f"{names}")
+
+
+def sageattn(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    tensor_layout: str = "HND",
+    is_causal: bool = False,
+    sm_scale: Optional[float] = None,
+    return_lse: bool = False,
+    **kwargs: Any,
+):
+    """Quantized attention on the fastest path for this GPU.
+
+    Honours, when passed as keywords: attn_mask (bool: True = attend, or additive float,
+    broadcastable to [B, H, Nq, Nk]), smooth_k, smooth_v, qk_quant_gran
+    ("per_block" | "per_warp" | "per_thread"), pv_accum_dtype, and the SDPA keywords scale,
+    dropout_p (must be 0; warned otherwise) and enable_gqa. Other keywords are ignored with a
+    one-time warning.
+    """
+    attn_mask, sm_scale, kwargs = _sdpa_kwargs(kwargs, sm_scale, "sageattn")
+    smooth_k = kwargs.pop("smooth_k", True)
+    smooth_v = kwargs.pop("smooth_v", False)
+    gran = kwargs.pop("qk_quant_gran", None)
+    accum = kwargs.pop("pv_accum_dtype", None)
+    _warn_unknown(kwargs, "sageattn")
+    device = q.device if torch.is_tensor(q) else None
+    plan = default_plan(device)
+    if gran is not None:
+        plan = plan.with_gran(_checks.check_choice("qk_quant_gran", gran,
+                                                   ("per_block",) + _QK_GRANS))
+    if accum is not None:
+        _checks.check_choice("pv_accum_dtype", accum, _FP8_ACCUM if plan.pv_fp8 else _FP16_ACCUM)
+    return _run(q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, sm_scale=sm_scale,
+                smooth_k=smooth_k, smooth_v=smooth_v, return_lse=return_lse, plan=plan,
+                attn_mask=attn_mask)
+
+
+def sageattn_qk_int8_pv_fp16_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    tensor_layout: str = "HND",
+    quantization_backend: str = "triton",
+    is_causal: bool = False,
+    attn_mask: Optional[torch.Tensor] = None,
+    sm_scale: Optional[float] = None,
+    smooth_k: bool = True,
+    return_lse: bool = False,
+    **kwargs: Any,
+):
+    """INT8 Q·Kᵀ (per-block scales) and FP16 P·V with FP32 accumulation, in Triton.
+
+    ``quantization_backend`` is accepted ("triton" or "cuda"); quantization always runs in
+    Triton (Q's is fused into the attention kernel).
+    """
+    _checks.check_choice("quantization_backend", quantization_backend, ("triton", "cuda"))
+    kw_mask, sm_scale, kwargs = _sdpa_kwargs(kwargs, sm_scale, "sageattn_qk_int8_pv_fp16_triton")
+    _warn_unknown(kwargs, "sageattn_qk_int8_pv_fp16_triton")
+    mask = attn_mask if attn_mask is not None else kw_mask
+    return _run(q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, sm_scale=sm_scale,
+                smooth_k=smooth_k, return_lse=return_lse, attn_mask=mask,
+                plan=Plan(pv_fp8=False, qk_quant_gran="per_block"))
+
+
+def sageattn_qk_int8_pv_fp16_cuda(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    tensor_layout: str = "HND",
+    is_causal: bool = False,
+    qk_quant_gran: str = "per_thread",
+    sm_scale: Optional[float] = None,
+    pv_accum_dtype: str = "fp32",
+    smooth_k: bool = True,
+    smooth_v: bool = False,
+    return_lse: bool = False,
+    **kwargs: Any,
+):
+    """INT8 Q·Kᵀ (per_warp / per_thread scales) and FP16 P·V.
+
+    Runs on the Triton kernels until the CUDA kernels are built; every pv_accum_dtype then
+    accumulates in FP32 (at least as accurate as the mode asked for).
+    """
+    _checks.check_choice("qk_quant_gran", qk_quant_gran, _QK_GRANS)
+    _checks.check_choice("pv_accum_dtype", pv_accum_dtype, _FP16_ACCUM)
+    attn_mask, sm_scale, kwargs = _sdpa_kwargs(kwargs, sm_scale, "sageattn_qk_int8_pv_fp16_cuda")
+    _warn_unknown(kwargs, "sageattn_qk_int8_pv_fp16_cuda")
+    return _run(q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, sm_scale=sm_scale,
+                smooth_k=smooth_k, smooth_v=smooth_v, return_lse=return_lse, attn_mask=attn_mask,
+                plan=Plan(pv_fp8=False, qk_quant_gran=qk_quant_gran))
+
+
+def _fp8_plan(q, qk_quant_gran: str, where: str) -> Plan:
+    from .dispatch import has_fp8_mma
+
+    if torch.is_tensor(q) and not has_fp8_mma(q.device):
+        _checks.warn_once(f"fp8:{where}", f"{where}: this GPU has no FP8 tensor cores (needs "
+                          "compute capability 8.9 or newer); running FP16 P·V instead")
+        return Plan(pv_fp8=False, qk_quant_gran=qk_quant_gran)
+    return Plan(pv_fp8=True, qk_quant_gran=qk_quant_gran)
+
+
+def sageattn_qk_int8_pv_fp8_cuda(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    tensor_layout: str = "HND",
+    is_causal: bool = False,
+    qk_quant_gran: str = "per_thread",
+    sm_scale: Optional[float] = None,
+    pv_accum_dtype: str = "fp32+fp16",
+    smooth_k: bool = True,
+    smooth_v: bool = False,
+    return_lse: bool = False,
+    **kwargs: Any,
+):
+    """INT8 Q·Kᵀ and FP8 (e4m3) P·V with per-channel V scales.
+
+    Runs on the Triton FP8 kernel until the CUDA kernels are built (FP32 accumulation for
+    every pv_accum_dtype); on GPUs without FP8 tensor cores it runs FP16 P·V with a warning.
+    """
+    _checks.check_choice("qk_quant_gran", qk_quant_gran, _QK_GRANS)
+    _checks.check_choice("pv_accum_dtype", pv_accum_dtype, _FP8_ACCUM)
+    attn_mask, sm_scale, kwargs = _sdpa_kwargs(kwargs, sm_scale, "sageattn_qk_int8_pv_fp8_cuda")
+    _warn_unknown(kwargs, "sageattn_qk_int8_pv_fp8_cuda")
+    return _run(q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, sm_scale=sm_scale,
+                smooth_k=smooth_k, smooth_v=smooth_v, return_lse=return_lse, attn_mask=attn_mask,
+                plan=_fp8_plan(q, qk_quant_gran, "sageattn_qk_int8_pv_fp8_cuda"))
+
+
+def sageattn_qk_int8_pv_fp8_cuda_sm90(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    tensor_layout: str = "HND",
+    is_causal: bool = False,
+    qk_quant_gran: str = "per_thread",
+    sm_scale: Optional[float] = None,
+    pv_accum_dtype: str = "fp32+fp32",
+    smooth_k: bool = True,
+    return_lse: bool = False,
+    **kwargs: Any,
+):
+    """The Hopper entry point of the FP8 P·V attention (same kernel as the FP8 path today)."""
+    _checks.check_choice("qk_quant_gran", qk_quant_gran, _QK_GRANS)
+    _checks.check_choice("pv_accum_dtype", pv_accum_dtype, _FP8_ACCUM)
+    attn_mask, sm_scale, kwargs = _sdpa_kwargs(kwargs, sm_scale, "sageattn_qk_int8_pv_fp8_cuda_sm90")
+    _warn_unknown(kwargs, "sageattn_qk_int8_pv_fp8_cuda_sm90")
+    return _run(q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, sm_scale=sm_scale,
+                smooth_k=smooth_k, return_lse=return_lse, attn_mask=attn_mask,
+                plan=_fp8_plan(q, qk_quant_gran, "sageattn_qk_int8_pv_fp8_cuda_sm90"))
+
+
+def sageattn_varlen(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    is_causal: bool = False,
+    sm_scale: Optional[float] = None,
+    smooth_k: bool = True,
+    **kwargs: Any,
+):
+    """Attention over packed sequences: q [total_q, Hq, D], k/v [total_k, Hkv, D].
+
+    Sequence i is q[cu_seqlens_q[i]:cu_seqlens_q[i+1]] against k/v[cu_seqlens_k[i]:...];
+    is_causal is top-left aligned inside each sequence, like torch SDPA.
+    """
+    _, sm_scale, kwargs = _sdpa_kwargs(kwargs, sm_scale, "sageattn_varlen")
+    _warn_unknown(kwargs, "sageattn_varlen")
+    _checks.check_qkv(q, k, v, rank=3)
+    is_causal = _checks.check_flag("is_causal", is_causal)
+    smooth_k = _checks.check_flag("smooth_k", smooth_k)
+    qh, kh, vh = (t.transpose(0, 1)[None] for t in (q, k, v))  # [1, H, total, D] views
+    _checks.check_shapes_bhnd(qh, kh, vh)
+    cq = _checks.check_cu_seqlens("cu_seqlens_q", cu_seqlens_q, q.shape[0], q.device)
+    ck = _checks.check_cu_seqlens("cu_seqlens_k", cu_seqlens_k, k.shape[0], q.device)
+    if len(cq) != len(ck):
+        raise ValueError(f"cu_seqlens_q and cu_seqlens_k must describe the same number of "
+                         f"sequences, got {len(cq) - 1} and {len(ck) - 1}")
+    for name, cu, given in (("max_seqlen_q", cq, max_seqlen_q), ("max_seqlen_k", ck, max_seqlen_k)):
+        longest = max(b - a for a, b in zip(cu, cu[1:]))
+        if not isinstance(given, int) or isinstance(given, bool) or given < longest:
+            raise ValueError(f"{name} must be an int >= the longest sequence ({longest}), "
+                             f"got {given!r}")
+    if any(b == a for a, b in zip(ck, ck[1:])) and any(
+            qb > qa and kb == ka for qa, qb, ka, kb in zip(cq, cq[1:], ck, ck[1:])):
+        raise ValueError("a sequence has queries but no keys (cu_seqlens_k has an empty entry)")
+    scale = _checks.check_sm_scale(sm_scale, q.shape[-1])
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    if q.shape[0] == 0:
+        return out
+    from .triton.forward import attention_forward
+
+    plan = default_plan(q.device)
+    with torch.cuda.device(q.device) if q.device.type == "cuda" else _nullcontext():
+        attention_forward(
+            qh, kh, vh, out.transpose(0, 1)[None], sm_scale=scale, is_causal=is_causal,
+            smooth_k=smooth_k, q_gran="per_block", k_gran="per_block", pv_fp8=plan.pv_fp8,
+            cu_seqlens_q=cu_seqlens_q.to(torch.int32), cu_seqlens_k=cu_seqlens_k.to(torch.int32),
+            max_seqlen_q=max(b - a for a, b in zip(cq, cq[1:])))
+    return out

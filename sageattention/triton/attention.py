@@ -1,0 +1,182 @@
+"""INT8 Q·Kᵀ attention with FP16 (or FP8 e4m3) P·V and an online base-2 softmax.
+
+One program computes BLOCK_M query rows of one (batch, query head). Q is quantized to INT8
+inside the kernel (the tile is loaded once anyway, so a separate quantization pass over Q
+would only add traffic); K arrives pre-quantized and smoothed from ``quant.quantize_int8``.
+
+Scores are ``(q_i8 · k_i8) * q_scale * k_scale`` in base-2 units (``sm_scale * log2 e`` is in
+q_scale), so the softmax uses exp2 only. Masks follow torch SDPA: a bool mask keeps True
+positions, a float mask is added to the scaled scores, and ``is_causal`` keeps key j for query
+i when j <= i (top-left aligned, also when Nq != Nk). A row whose keys are all masked out
+yields zeros (SDPA yields NaN) and an LSE of -inf.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from . import _common
+
+LOG2E: tl.constexpr = 1.4426950408889634
+LN2: tl.constexpr = 0.6931471805599453
+FP8_P_SCALE: tl.constexpr = 448.0  # P in [0, 1] is stored as P * 448, the e4m3 maximum
+
+MASK_NONE: tl.constexpr = 0
+MASK_BOOL: tl.constexpr = 1
+MASK_ADD: tl.constexpr = 2
+
+
+@triton.jit
+def _attn_block(
+    acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,
+    K8, KS, V, MASK,
+    stride_kn, stride_vn, stride_vd, stride_mm, stride_mn,
+    D,
+    BLOCK_N: tl.constexpr, D_PAD: tl.constexpr, K_MODE: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, BOUNDS: tl.constexpr, MASK_KIND: tl.constexpr,
+    PV_FP8: tl.constexpr, EVEN_D: tl.constexpr,
+):
+    """One key block of the online softmax. BOUNDS: the block may hold keys >= k_len or,
+    with IS_CAUSAL, keys after some query row: apply the element mask."""
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, D_PAD)
+    tok = (k_start + offs_n).to(tl.int64)
+    k = tl.load(K8 + tok[:, None] * stride_kn + offs_d[None, :])
+    k_scale = tl.load(KS + _common.group_id(k_start + offs_n, K_MODE, 64))
+    s = tl.dot(q_i8, tl.trans(k)).to(tl.float32) * q_scale[:, None] * k_scale[None, :]
+    if MASK_KIND != 0:
+        inside = (offs_m < q_len)[:, None] & (offs_n < k_len)[None, :]
+        mvals = tl.load(MASK + offs_m[:, None].to(tl.int64) * stride_mm
+                        + offs_n[None, :].to(tl.int64) * stride_mn, mask=inside)
+        if MASK_KIND == 1:
+            s = tl.where(mvals != 0, s, float("-inf"))
+        else:
+            s = s + mvals.to(tl.float32) * LOG2E
+    if BOUNDS:
+        keep = (offs_n < k_len)[None, :]
+        if IS_CAUSAL:
+            keep = keep & (offs_n[None, :] <= offs_m[:, None])
+        s = tl.where(keep, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    # A row with nothing visible so far keeps m = -inf; shift by 0 instead to avoid inf - inf.
+    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.math.exp2(s - m_use[:, None])
+    alpha = tl.math.exp2(m_i - m_use)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    if PV_FP8:
+        # V is stored transposed [D_pad, N_pad]; padded keys hold zeros.
+        vt = tl.load(V + offs_d[:, None] * stride_vd + tok[None, :])
+        acc = tl.dot((p * FP8_P_SCALE).to(tl.float8e4nv), tl.trans(vt), acc)
+    else:
+        v_ptrs = V + tok[:, None] * stride_vn + offs_d[None, :] * stride_vd
+        if BOUNDS or MASK_KIND != 0 or not EVEN_D:
+            # Keys past the end must read as 0 (0 * garbage could be NaN).
+            v = tl.load(v_ptrs, mask=(offs_n < k_len)[:, None] & (offs_d < D)[None, :], other=0.0)
+        else:
+            v = tl.load(v_ptrs)
+        acc = tl.dot(p.to(v.dtype), v, acc)
+    return acc, l_i, m_new
+
+
+@triton.jit
+def attention_kernel(
+    Q, K8, KS, V, VS, O, LSE, KM, MASK, CU_Q, CU_K,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn,
+    stride_ksb, stride_ksh,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_vsb, stride_vsh,
+    stride_ob, stride_oh, stride_on, stride_od,
+    stride_lb, stride_lh,
+    stride_kmb, stride_kmh,
+    stride_mb, stride_mh, stride_mm, stride_mn,
+    H, KV_GROUP, N_Q, N_K, D, q_scale_mult, lse_scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D_PAD: tl.constexpr,
+    Q_MODE: tl.constexpr, K_MODE: tl.constexpr, IS_CAUSAL: tl.constexpr,
+    MASK_KIND: tl.constexpr, PV_FP8: tl.constexpr, RETURN_LSE: tl.constexpr,
+    HAS_KM: tl.constexpr, VARLEN: tl.constexpr, EVEN_D: tl.constexpr,
+):
+    # Heaviest causal tiles first: better tail balance across the grid.
+    if IS_CAUSAL:
+        pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
+    else:
+        pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    hk = h // KV_GROUP
+    if VARLEN:
+        q_start = tl.load(CU_Q + b).to(tl.int64)
+        q_len = (tl.load(CU_Q + b + 1) - q_start).to(tl.int32)
+        k_start = tl.load(CU_K + b).to(tl.int64)
+        k_len = (tl.load(CU_K + b + 1) - k_start).to(tl.int32)
+        bq = 0
+        bk = 0
+    else:
+        q_start = 0
+        q_len = N_Q
+        k_start = 0
+        k_len = N_K
+        bq = b
+        bk = b
+    start_m = pid_m * BLOCK_M
+    if start_m >= q_len:
+        return
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, D_PAD)
+    row_ok = offs_m < q_len
+    q_rows = (q_start + offs_m).to(tl.int64)
+    q = tl.load(Q + bq * stride_qb + h * stride_qh + q_rows[:, None] * stride_qn
+                + offs_d[None, :] * stride_qd,
+                mask=row_ok[:, None] & (offs_d < D)[None, :], other=0.0).to(tl.float32)
+    q_i8, q_amax = _common.quantize_rows(q, BLOCK_M, Q_MODE)
+    q_scale = q_amax * (q_scale_mult / 127.0)
+
+    K8 += bk * stride_kb + hk * stride_kh
+    KS += bk * stride_ksb + hk * stride_ksh
+    if PV_FP8:
+        V += bk * stride_vb + hk * stride_vh
+    else:
+        V += bq * stride_vb + hk * stride_vh
+    if MASK_KIND != 0:
+        MASK += b * stride_mb + h * stride_mh
+
+    acc = tl.zeros((BLOCK_M, D_PAD), dtype=tl.float32)
+    l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
+
+    # Key blocks [0, full_end) need no element mask; [full_end, end) do.
+    if IS_CAUSAL:
+        end = tl.minimum(k_len, start_m + BLOCK_M)
+        full_end = tl.minimum((start_m + 1) // BLOCK_N, k_len // BLOCK_N) * BLOCK_N
+    else:
+        end = k_len
+        full_end = (k_len // BLOCK_N) * BLOCK_N
+    full_end = tl.maximum(tl.minimum(full_end, end), 0)
+    for start_n in range(0, full_end, BLOCK_N):
+        acc, l_i, m_i = _attn_block(
+            acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,
+            K8, KS, V, MASK, stride_kn, stride_vn, stride_vd, stride_mm, stride_mn, D,
+            BLOCK_N, D_PAD, K_MODE, IS_CAUSAL, False, MASK_KIND, PV_FP8, EVEN_D)
+    for start_n in range(full_end, end, BLOCK_N):
+        acc, l_i, m_i = _attn_block(
+            acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,
+            K8, KS, V, MASK, stride_kn, stride_vn, stride_vd, stride_mm, stride_mn, D,
+            BLOCK_N, D_PAD, K_MODE, IS_CAUSAL, True, MASK_KIND, PV_FP8, EVEN_D)
+
+    if PV_FP8:
+        v_scale = tl.load(VS + bk * stride_vsb + hk * stride_vsh + offs_d)
+        acc = acc * (v_scale / FP8_P_SCALE)[None, :]
+    seen = l_i > 0
+    out = tl.where(seen[:, None], acc / tl.where(seen, l_i, 1.0)[:, None], 0.0)
+    tl.store(O + bq * stride_ob + h * stride_oh + q_rows[:, None] * stride_on
+             + offs_d[None, :] * stride_od, out.to(O.dtype.element_ty),
+             mask=row_ok[:, None] & (offs_d < D)[None, :])
+    if RETURN_LSE:
+        lse = tl.where(seen, (m_i + tl.math.log2(tl.where(seen, l_i, 1.0))) * LN2, float("-inf"))
+        if HAS_KM:
+            # Smoothing removed q·mean(K) from every score of the row; put it back.
+            km = tl.load(KM + bk * stride_kmb + hk * stride_kmh + offs_d, mask=offs_d < D, other=0.0)
+            lse += tl.sum(q * km[None, :], 1) * lse_scale
+        tl.store(LSE + bq * stride_lb + h * stride_lh + q_start + offs_m, lse, mask=row_ok)

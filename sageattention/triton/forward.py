@@ -1,0 +1,138 @@
+"""Host side of the Triton path: tile configuration, K/V preparation and the kernel launch.
+
+Inputs arrive already checked and viewed as [B, H, N, D] (sageattention.core does that); a
+varlen batch arrives as B=1 with cu_seqlens. Nothing here copies Q, and V is only copied on
+the FP8 path (where it must be quantized anyway).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import granularity
+from .attention import MASK_ADD, MASK_BOOL, MASK_NONE, attention_kernel
+from .quant import pad_to, quantize_int8, quantize_v_fp8
+
+LOG2E = 1.4426950408889634
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+
+def head_dim_padded(d: int) -> int:
+    """The power of two the kernels work in: 64, 128 or 256 (zeros fill the rest)."""
+    return max(64, 1 << (d - 1).bit_length())
+
+
+def tile_config(d_pad: int, pv_fp8: bool) -> TileConfig:
+    # Chosen on an H100 with benchmarks/tune_tiles.py (numbers in docs/perf-notes.md).
+    if d_pad <= 64:
+        return TileConfig(128, 64, 4, 3)
+    if d_pad <= 128:
+        return TileConfig(128, 64, 8, 3)
+    return TileConfig(64, 32, 8, 2)
+
+
+def k_mean(k: torch.Tensor) -> torch.Tensor:
+    """Per (batch, head, channel) mean over the sequence, float32 [B, H, D]."""
+    return torch.mean(k, dim=2, dtype=torch.float32)
+
+
+def attention_forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    *,
+    sm_scale: float,
+    is_causal: bool = False,
+    smooth_k: bool = True,
+    smooth_v: bool = False,
+    q_gran: str = "per_block",
+    k_gran: str = "per_block",
+    pv_fp8: bool = False,
+    attn_mask: torch.Tensor | None = None,
+    return_lse: bool = False,
+    cu_seqlens_q: torch.Tensor | None = None,
+    cu_seqlens_k: torch.Tensor | None = None,
+    max_seqlen_q: int | None = None,
+    config: TileConfig | None = None,
+):
+    """Write attention(q, k, v) into ``out`` (a [B, H, Nq, D] view); return the LSE or None.
+
+    q [B, Hq, Nq, D], k/v [B, Hkv, Nk, D] (any strides), attn_mask None or expanded to
+    [B, Hq, Nq, Nk] (bool or float). Varlen: B == 1, cu_seqlens_* int32 [batch + 1].
+    config overrides the tile shape (benchmarks/tune_tiles.py); per_block Q groups follow it.
+    """
+    B, Hq, Nq, D = q.shape
+    Hkv, Nk = k.shape[1], k.shape[2]
+    varlen = cu_seqlens_q is not None
+    d_pad = head_dim_padded(D)
+    cfg = config or tile_config(d_pad, pv_fp8)
+    q_mode = granularity.q_mode(q_gran)
+    k_mode = granularity.k_mode(k_gran)
+
+    # Every key block a program may touch must exist in the padded K (varlen sequences start
+    # anywhere inside a tile, so one more block is added there).
+    n_pad = pad_to(Nk, max(granularity.K_BLOCK, cfg.block_n)) + (cfg.block_n if varlen else 0)
+    n_pad = pad_to(n_pad, granularity.K_BLOCK)
+    km = k_mean(k) if smooth_k else None
+    k8, ks = quantize_int8(k, k_mode, granularity.K_BLOCK, d_pad, n_pad, mean=km)
+
+    if pv_fp8:
+        vm = k_mean(v) if smooth_v else None
+        v_op, v_scale = quantize_v_fp8(v, d_pad, n_pad, mean=vm)
+        v_strides = (v_op.stride(0), v_op.stride(1), 0, v_op.stride(2))
+        vs_strides = (v_scale.stride(0), v_scale.stride(1))
+    else:
+        vm = None
+        v_op, v_scale = v, ks  # v_scale: placeholder pointer
+        v_strides = tuple(v.stride())
+        vs_strides = (0, 0)
+
+    lse = torch.empty((B, Hq, Nq), dtype=torch.float32, device=q.device) if return_lse else None
+    lse_arg = lse if lse is not None else ks
+    km_arg = km if km is not None else ks
+    if attn_mask is None:
+        mask_kind, mask_arg, mask_strides = MASK_NONE, ks, (0, 0, 0, 0)
+    else:
+        mask_kind = MASK_BOOL if attn_mask.dtype == torch.bool else MASK_ADD
+        mask_arg, mask_strides = attn_mask, tuple(attn_mask.stride())
+    cu_q = cu_seqlens_q if varlen else ks
+    cu_k = cu_seqlens_k if varlen else ks
+    n_batch = cu_seqlens_q.numel() - 1 if varlen else B
+    rows = max_seqlen_q if varlen else Nq
+
+    grid = (triton_cdiv(rows, cfg.block_m), n_batch * Hq)
+    attention_kernel[grid](
+        q, k8, ks, v_op, v_scale, out, lse_arg, km_arg, mask_arg, cu_q, cu_k,
+        *q.stride(),
+        k8.stride(0), k8.stride(1), k8.stride(2),
+        ks.stride(0), ks.stride(1),
+        *v_strides,
+        *vs_strides,
+        *out.stride(),
+        *((lse.stride(0), lse.stride(1)) if lse is not None else (0, 0)),
+        *((km.stride(0), km.stride(1)) if km is not None else (0, 0)),
+        *mask_strides,
+        Hq, Hq // Hkv, Nq, Nk, D, sm_scale * LOG2E, sm_scale,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, D_PAD=d_pad,
+        Q_MODE=q_mode, K_MODE=k_mode, IS_CAUSAL=bool(is_causal),
+        MASK_KIND=mask_kind, PV_FP8=bool(pv_fp8), RETURN_LSE=bool(return_lse),
+        HAS_KM=km is not None, VARLEN=varlen, EVEN_D=(D == d_pad),
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    if vm is not None:
+        # V was quantized with its channel mean removed; every visible row sums to 1 in P.
+        out += vm[:, :, None, :].to(out.dtype).repeat_interleave(Hq // Hkv, dim=1)
+    return lse
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b) if a > 0 else 1

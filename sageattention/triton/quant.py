@@ -1,0 +1,133 @@
+"""INT8 quantization of Q or K (with optional mean subtraction) and FP8 quantization of V.
+
+Outputs are padded so the attention kernel can load whole tiles without masks:
+- int8 tensor ``[B, H, N_pad, D_pad]`` contiguous, rows >= N and columns >= D are zero;
+- float32 scales ``[B, H, n_groups]`` in the layout of :mod:`sageattention.granularity`,
+  multiplied by ``scale_mult`` (``sm_scale * log2(e)`` for Q, 1 for K).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from . import _common
+
+
+@triton.jit
+def _quant_int8_kernel(
+    X, MEAN, Y, S,
+    stride_xb, stride_xh, stride_xn, stride_xd,
+    stride_mb, stride_mh,
+    stride_yb, stride_yh, stride_yn,
+    stride_sb, stride_sh,
+    N, D, scale_mult,
+    TILE: tl.constexpr, D_PAD: tl.constexpr, MODE: tl.constexpr, HAS_MEAN: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    h = tl.program_id(2).to(tl.int64)
+    rows = pid_n * TILE + tl.arange(0, TILE)
+    cols = tl.arange(0, D_PAD)
+    inside = (rows < N)[:, None] & (cols < D)[None, :]
+    x = tl.load(X + b * stride_xb + h * stride_xh + rows[:, None].to(tl.int64) * stride_xn
+                + cols[None, :] * stride_xd, mask=inside, other=0.0).to(tl.float32)
+    if HAS_MEAN:
+        mean = tl.load(MEAN + b * stride_mb + h * stride_mh + cols, mask=cols < D, other=0.0)
+        x = tl.where(inside, x - mean[None, :], 0.0)
+    y, amax = _common.quantize_rows(x, TILE, MODE)
+    tl.store(Y + b * stride_yb + h * stride_yh + rows[:, None].to(tl.int64) * stride_yn
+             + cols[None, :], y)
+    # Several rows of one group write the same value to the same slot: harmless.
+    tl.store(S + b * stride_sb + h * stride_sh + _common.group_id(rows, MODE, TILE),
+             amax * (scale_mult / 127.0))
+
+
+def pad_to(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def quantize_int8(x: torch.Tensor, mode: int, tile: int, d_pad: int, n_pad: int,
+                  mean: torch.Tensor | None = None, scale_mult: float = 1.0):
+    """Quantize x [B, H, N, D] (any strides) to INT8.
+
+    mean: optional float32 [B, H, D] subtracted from every row first (K smoothing).
+    n_pad must be a multiple of ``tile``; tile a multiple of the group size of ``mode``.
+    """
+    from ..granularity import n_groups
+
+    B, H, N, D = x.shape
+    assert n_pad % tile == 0 and n_pad >= N and d_pad >= D
+    y = torch.empty((B, H, n_pad, d_pad), dtype=torch.int8, device=x.device)
+    s = torch.empty((B, H, n_groups(n_pad, mode, tile)), dtype=torch.float32, device=x.device)
+    m = mean if mean is not None else s  # placeholder pointer, unused when HAS_MEAN is False
+    grid = (n_pad // tile, B, H)
+    _quant_int8_kernel[grid](
+        x, m, y, s,
+        *x.stride(),
+        m.stride(0), m.stride(1),
+        y.stride(0), y.stride(1), y.stride(2),
+        s.stride(0), s.stride(1),
+        N, D, float(scale_mult),
+        TILE=tile, D_PAD=d_pad, MODE=mode, HAS_MEAN=mean is not None,
+        num_warps=4 if d_pad <= 128 else 8,
+    )
+    return y, s
+
+
+@triton.jit
+def _quant_fp8_v_kernel(
+    V, MEAN, SCALE, Y,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_mb, stride_mh,
+    stride_sb, stride_sh,
+    stride_yb, stride_yh, stride_yd,
+    N, D,
+    TILE: tl.constexpr, D_PAD: tl.constexpr, HAS_MEAN: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    h = tl.program_id(2).to(tl.int64)
+    rows = pid_n * TILE + tl.arange(0, TILE)
+    cols = tl.arange(0, D_PAD)
+    inside = (rows < N)[:, None] & (cols < D)[None, :]
+    v = tl.load(V + b * stride_vb + h * stride_vh + rows[:, None].to(tl.int64) * stride_vn
+                + cols[None, :] * stride_vd, mask=inside, other=0.0).to(tl.float32)
+    if HAS_MEAN:
+        mean = tl.load(MEAN + b * stride_mb + h * stride_mh + cols, mask=cols < D, other=0.0)
+        v = tl.where(inside, v - mean[None, :], 0.0)
+    scale = tl.load(SCALE + b * stride_sb + h * stride_sh + cols)  # amax / 448 per channel
+    y = (v / scale[None, :]).to(tl.float8e4nv)
+    # Stored transposed ([D_pad, N_pad]) so P @ V reads V with the reduction axis contiguous.
+    tl.store(Y + b * stride_yb + h * stride_yh + cols[:, None] * stride_yd
+             + rows[None, :].to(tl.int64), tl.trans(y))
+
+
+def quantize_v_fp8(v: torch.Tensor, d_pad: int, n_pad: int, mean: torch.Tensor | None = None,
+                   tile: int = 64):
+    """Per-channel FP8 (e4m3) quantization of V [B, H, N, D] for the FP8 P·V kernels.
+
+    Returns (v_fp8 [B, H, d_pad, n_pad] (transposed, zero padded), scale float32 [B, H, d_pad])
+    with v ~= v_fp8 * scale (plus ``mean`` when given).
+    """
+    B, H, N, D = v.shape
+    # One read of V for the range; max|v - mean| follows from the channel min and max.
+    vmin, vmax = torch.aminmax(v, dim=2)
+    vmin, vmax = vmin.float(), vmax.float()
+    if mean is not None:
+        vmin, vmax = vmin - mean, vmax - mean
+    amax = torch.maximum(vmax.abs(), vmin.abs())  # [B, H, D]
+    scale = torch.ones((B, H, d_pad), dtype=torch.float32, device=v.device)
+    scale[:, :, :D] = torch.clamp(amax, min=1e-30) / 448.0
+    y = torch.empty((B, H, d_pad, n_pad), dtype=torch.float8_e4m3fn, device=v.device)
+    m = mean if mean is not None else scale
+    _quant_fp8_v_kernel[(n_pad // tile, B, H)](
+        v, m, scale, y,
+        *v.stride(),
+        m.stride(0), m.stride(1),
+        scale.stride(0), scale.stride(1),
+        y.stride(0), y.stride(1), y.stride(2),
+        N, D, TILE=tile, D_PAD=d_pad, HAS_MEAN=mean is not None,
+        num_warps=4,
+    )
+    return y, scale

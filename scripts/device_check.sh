@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One call on a GPU machine: GPU tests, accuracy table, tile sweep and benchmark, logs to $OUT.
+# Usage: bash scripts/device_check.sh [tests] [accuracy] [tune] [bench]   (default: all)
+set -uo pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+steps=${*:-tests accuracy tune bench}
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv | tee "$OUT/gpu.txt"
+python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
+for s in $steps; do
+  case $s in
+    tests) python3 -m pytest -q -m gpu -x tests/test_gpu.py -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
+    alltests) python3 -m pytest -q -p no:cacheprovider tests 2>&1 | tee "$OUT/all_tests.log" | tail -25 ;;
+    accuracy) python3 benchmarks/accuracy.py --out "$OUT" 2>&1 | tee "$OUT/accuracy.log" | tail -40 ;;
+    tune) python3 benchmarks/tune_tiles.py 2>&1 | tee "$OUT/tune.log"; python3 benchmarks/tune_tiles.py --causal 2>&1 | tee -a "$OUT/tune.log" ;;
+    bench) python3 benchmarks/bench_attention.py --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -20 ;;
+  esac
+done
