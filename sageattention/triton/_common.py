@@ -7,12 +7,12 @@ import triton
 import triton.language as tl
 
 # Keep in sync with sageattention.granularity.
-MODE_TILE: tl.constexpr = 0
-MODE_WARP: tl.constexpr = 1
-MODE_THREAD_Q: tl.constexpr = 2
-MODE_THREAD_K: tl.constexpr = 3
+MODE_TILE = tl.constexpr(0)
+MODE_WARP = tl.constexpr(1)
+MODE_THREAD_Q = tl.constexpr(2)
+MODE_THREAD_K = tl.constexpr(3)
 # An all-zero group still needs a finite, non-zero scale.
-AMAX_FLOOR: tl.constexpr = 1e-30
+AMAX_FLOOR = tl.constexpr(1e-30)
 
 
 @triton.jit

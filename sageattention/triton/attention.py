@@ -17,13 +17,9 @@ import triton.language as tl
 
 from . import _common
 
-LOG2E: tl.constexpr = 1.4426950408889634
-LN2: tl.constexpr = 0.6931471805599453
-FP8_P_SCALE: tl.constexpr = 448.0  # P in [0, 1] is stored as P * 448, the e4m3 maximum
-
-MASK_NONE: tl.constexpr = 0
-MASK_BOOL: tl.constexpr = 1
-MASK_ADD: tl.constexpr = 2
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
+FP8_P_SCALE = tl.constexpr(448.0)  # P in [0, 1] is stored as P * 448, the e4m3 maximum
 
 
 @triton.jit

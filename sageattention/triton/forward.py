@@ -11,10 +11,12 @@ from dataclasses import dataclass
 import torch
 
 from .. import granularity
-from .attention import MASK_ADD, MASK_BOOL, MASK_NONE, attention_kernel
+from .attention import attention_kernel
 from .quant import pad_to, quantize_int8, quantize_v_fp8
 
 LOG2E = 1.4426950408889634
+# MASK_KIND of attention_kernel
+MASK_NONE, MASK_BOOL, MASK_ADD = 0, 1, 2
 
 
 @dataclass(frozen=True)
