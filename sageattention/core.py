@@ -107,7 +107,7 @@ def sageattn(
     accum = kwargs.pop("pv_accum_dtype", None)
     _warn_unknown(kwargs, "sageattn")
     device = q.device if torch.is_tensor(q) else None
-    plan = default_plan(device)
+    plan = default_plan(device, q.shape[-1] if torch.is_tensor(q) and q.dim() else 128)
     if gran is not None:
         plan = plan.with_gran(_checks.check_choice("qk_quant_gran", gran,
                                                    ("per_block",) + _QK_GRANS))
@@ -278,7 +278,7 @@ def sageattn_varlen(
         return out
     from .triton.forward import attention_forward
 
-    plan = default_plan(q.device)
+    plan = default_plan(q.device, q.shape[-1])
     with torch.cuda.device(q.device) if q.device.type == "cuda" else _nullcontext():
         attention_forward(
             qh, kh, vh, out.transpose(0, 1)[None], sm_scale=scale, is_causal=is_causal,

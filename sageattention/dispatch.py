@@ -7,7 +7,8 @@ GPU (compute capability)      path                            why
 ============================  ==============================  ===================================
 sm80 (A100), sm86 (RTX 30xx)  INT8 Q·Kᵀ + FP16 P·V            no FP8 tensor cores
 sm89 (RTX 40xx), sm120        INT8 Q·Kᵀ + FP8 P·V             FP8 MMA doubles P·V throughput
-sm90 (H100, H200)             INT8 Q·Kᵀ + FP8 P·V             measured faster (docs/perf-notes.md)
+sm90 (H100, H200), D > 64     INT8 Q·Kᵀ + FP8 P·V             measured faster (docs/perf-notes.md)
+sm90, D <= 64                 INT8 Q·Kᵀ + FP16 P·V            measured faster and more accurate
 older than sm80               ValueError                      no INT8 tensor-core path in Triton
 ============================  ==============================  ===================================
 
@@ -40,7 +41,7 @@ def has_fp8_mma(device) -> bool:
     return _capability(device) >= (8, 9)
 
 
-def default_plan(device) -> Plan:
+def default_plan(device, head_dim: int = 128) -> Plan:
     if device is None or device.type != "cuda":
         # CPU tensors reach this only under TRITON_INTERPRET=1 (tests); validation rejects them
         # otherwise.
@@ -51,9 +52,9 @@ def default_plan(device) -> Plan:
         raise ValueError(f"sageattn needs an NVIDIA GPU of compute capability 8.0 or newer "
                          f"(Ampere); {name} is sm_{cc[0]}{cc[1]}. Use "
                          "torch.nn.functional.scaled_dot_product_attention on this GPU.")
-    if cc >= (8, 9):
-        return Plan(pv_fp8=True)
-    return Plan(pv_fp8=False)
+    if cc[0] == 9:
+        return Plan(pv_fp8=head_dim > 64)
+    return Plan(pv_fp8=cc >= (8, 9))
 
 
 __all__ = ["Plan", "default_plan", "has_fp8_mma"]

@@ -79,20 +79,18 @@ def _attn_block(
 def attention_kernel(
     Q, K8, KS, V, VS, O, LSE, KM, MASK, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn, stride_qd,
-    stride_kb, stride_kh, stride_kn,
-    stride_ksb, stride_ksh,
     stride_vb, stride_vh, stride_vn, stride_vd,
-    stride_vsb, stride_vsh,
     stride_ob, stride_oh, stride_on, stride_od,
-    stride_lb, stride_lh,
-    stride_kmb, stride_kmh,
     stride_mb, stride_mh, stride_mm, stride_mn,
-    H, KV_GROUP, N_Q, N_K, D, q_scale_mult, lse_scale,
+    H, KV_GROUP, N_Q, N_K, N_PAD, D, q_scale_mult, lse_scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D_PAD: tl.constexpr,
     Q_MODE: tl.constexpr, K_MODE: tl.constexpr, IS_CAUSAL: tl.constexpr,
     MASK_KIND: tl.constexpr, PV_FP8: tl.constexpr, RETURN_LSE: tl.constexpr,
     HAS_KM: tl.constexpr, VARLEN: tl.constexpr, EVEN_D: tl.constexpr,
 ):
+    """Buffers made by sageattention.triton (K8, KS, V8 and VS on the FP8 path, LSE, KM) are
+    contiguous with the shapes of forward.attention_forward, so only the strides of the
+    caller's tensors (Q, V, O, MASK) are passed: fewer arguments, a cheaper launch."""
     # Heaviest causal tiles first: better tail balance across the grid.
     if IS_CAUSAL:
         pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -129,10 +127,14 @@ def attention_kernel(
     q_i8, q_amax = _common.quantize_rows(q, BLOCK_M, Q_MODE)
     q_scale = q_amax * (q_scale_mult / 127.0)
 
-    K8 += bk * stride_kb + hk * stride_kh
-    KS += bk * stride_ksb + hk * stride_ksh
+    kv_heads = H // KV_GROUP
+    kv_row = (bk * kv_heads + hk).to(tl.int64)  # index of the (batch, kv head) slab
+    K8 += kv_row * N_PAD * D_PAD
+    # K scale slots per slab (sageattention.granularity): 1 per 64 rows, or 4 for per_thread.
+    KS += kv_row * (N_PAD // 64) * (4 if K_MODE == 3 else 1)
     if PV_FP8:
-        V += bk * stride_vb + hk * stride_vh
+        V += kv_row * D_PAD * N_PAD  # V8 [B, Hkv, D_pad, N_pad]
+        stride_vd = N_PAD
     else:
         V += bq * stride_vb + hk * stride_vh
     if MASK_KIND != 0:
@@ -153,16 +155,16 @@ def attention_kernel(
     for start_n in range(0, full_end, BLOCK_N):
         acc, l_i, m_i = _attn_block(
             acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,
-            K8, KS, V, MASK, stride_kn, stride_vn, stride_vd, stride_mm, stride_mn, D,
+            K8, KS, V, MASK, D_PAD, stride_vn, stride_vd, stride_mm, stride_mn, D,
             BLOCK_N, D_PAD, K_MODE, IS_CAUSAL, False, MASK_KIND, PV_FP8, EVEN_D)
     for start_n in range(full_end, end, BLOCK_N):
         acc, l_i, m_i = _attn_block(
             acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,
-            K8, KS, V, MASK, stride_kn, stride_vn, stride_vd, stride_mm, stride_mn, D,
+            K8, KS, V, MASK, D_PAD, stride_vn, stride_vd, stride_mm, stride_mn, D,
             BLOCK_N, D_PAD, K_MODE, IS_CAUSAL, True, MASK_KIND, PV_FP8, EVEN_D)
 
     if PV_FP8:
-        v_scale = tl.load(VS + bk * stride_vsb + hk * stride_vsh + offs_d)
+        v_scale = tl.load(VS + kv_row * D_PAD + offs_d)
         acc = acc * (v_scale / FP8_P_SCALE)[None, :]
     seen = l_i > 0
     out = tl.where(seen[:, None], acc / tl.where(seen, l_i, 1.0)[:, None], 0.0)
@@ -173,6 +175,6 @@ def attention_kernel(
         lse = tl.where(seen, (m_i + tl.math.log2(tl.where(seen, l_i, 1.0))) * LN2, float("-inf"))
         if HAS_KM:
             # Smoothing removed q·mean(K) from every score of the row; put it back.
-            km = tl.load(KM + bk * stride_kmb + hk * stride_kmh + offs_d, mask=offs_d < D, other=0.0)
+            km = tl.load(KM + kv_row * D + offs_d, mask=offs_d < D, other=0.0)  # [B, Hkv, D]
             lse += tl.sum(q * km[None, :], 1) * lse_scale
-        tl.store(LSE + bq * stride_lb + h * stride_lh + q_start + offs_m, lse, mask=row_ok)
+        tl.store(LSE + (bq * H + h) * N_Q + q_start + offs_m, lse, mask=row_ok)  # [B, H, Nq]

@@ -12,7 +12,7 @@ import torch
 
 from .. import granularity
 from .attention import attention_kernel
-from .quant import pad_to, quantize_int8, quantize_v_fp8
+from .quant import kv_stats, pad_to, quantize_int8, quantize_v_fp8
 
 LOG2E = 1.4426950408889634
 # MASK_KIND of attention_kernel
@@ -32,13 +32,23 @@ def head_dim_padded(d: int) -> int:
     return max(64, 1 << (d - 1).bit_length())
 
 
-def tile_config(d_pad: int, pv_fp8: bool) -> TileConfig:
-    # Chosen on an H100 with benchmarks/tune_tiles.py (numbers in docs/perf-notes.md).
-    if d_pad <= 64:
-        return TileConfig(128, 64, 4, 3)
-    if d_pad <= 128:
-        return TileConfig(128, 64, 8, 3)
-    return TileConfig(64, 32, 8, 2)
+# Tile shapes per (padded head dim, FP8 P·V, causal), measured on an H100 with
+# benchmarks/tune_tiles.py at B=4, H=32, N=4096 (docs/perf-notes.md has the sweep).
+_TILES = {
+    (64, False, False): TileConfig(64, 128, 4, 3),
+    (64, False, True): TileConfig(64, 128, 4, 3),
+    (64, True, False): TileConfig(64, 128, 4, 3),
+    (64, True, True): TileConfig(128, 64, 4, 3),
+    (128, False, False): TileConfig(128, 128, 8, 3),
+    (128, False, True): TileConfig(128, 64, 8, 4),
+    (128, True, False): TileConfig(64, 128, 4, 3),
+    (128, True, True): TileConfig(64, 128, 4, 3),
+}
+_TILE_256 = TileConfig(64, 32, 8, 2)  # D up to 256: registers and shared memory run out first
+
+
+def tile_config(d_pad: int, pv_fp8: bool, is_causal: bool) -> TileConfig:
+    return _TILES.get((d_pad, bool(pv_fp8), bool(is_causal)), _TILE_256)
 
 
 def k_mean(k: torch.Tensor) -> torch.Tensor:
@@ -76,7 +86,7 @@ def attention_forward(
     Hkv, Nk = k.shape[1], k.shape[2]
     varlen = cu_seqlens_q is not None
     d_pad = head_dim_padded(D)
-    cfg = config or tile_config(d_pad, pv_fp8)
+    cfg = config or tile_config(d_pad, pv_fp8, is_causal)
     q_mode = granularity.q_mode(q_gran)
     k_mode = granularity.k_mode(k_gran)
 
@@ -84,46 +94,35 @@ def attention_forward(
     # anywhere inside a tile, so one more block is added there).
     n_pad = pad_to(Nk, max(granularity.K_BLOCK, cfg.block_n)) + (cfg.block_n if varlen else 0)
     n_pad = pad_to(n_pad, granularity.K_BLOCK)
-    km = k_mean(k) if smooth_k else None
+    if pv_fp8:
+        # One pass gives K's mean and V's range; V is then quantized to e4m3 per channel.
+        km, vm, v_scale = kv_stats(k, v, d_pad, smooth_v=smooth_v)
+        km = km if smooth_k else None
+        v_op = quantize_v_fp8(v, d_pad, n_pad, v_scale, mean=vm)
+        v_strides = (0, 0, 0, 0)  # V8 and its scales are contiguous: the kernel derives them
+    else:
+        km = k_mean(k) if smooth_k else None
+        vm = None
+        v_op, v_scale = v, v  # v_scale: unused placeholder pointer
+        v_strides = tuple(v.stride())
     k8, ks = quantize_int8(k, k_mode, granularity.K_BLOCK, d_pad, n_pad, mean=km)
 
-    if pv_fp8:
-        vm = k_mean(v) if smooth_v else None
-        v_op, v_scale = quantize_v_fp8(v, d_pad, n_pad, mean=vm)
-        v_strides = (v_op.stride(0), v_op.stride(1), 0, v_op.stride(2))
-        vs_strides = (v_scale.stride(0), v_scale.stride(1))
-    else:
-        vm = None
-        v_op, v_scale = v, ks  # v_scale: placeholder pointer
-        v_strides = tuple(v.stride())
-        vs_strides = (0, 0)
-
     lse = torch.empty((B, Hq, Nq), dtype=torch.float32, device=q.device) if return_lse else None
-    lse_arg = lse if lse is not None else ks
-    km_arg = km if km is not None else ks
     if attn_mask is None:
         mask_kind, mask_arg, mask_strides = MASK_NONE, ks, (0, 0, 0, 0)
     else:
         mask_kind = MASK_BOOL if attn_mask.dtype == torch.bool else MASK_ADD
         mask_arg, mask_strides = attn_mask, tuple(attn_mask.stride())
-    cu_q = cu_seqlens_q if varlen else ks
-    cu_k = cu_seqlens_k if varlen else ks
     n_batch = cu_seqlens_q.numel() - 1 if varlen else B
     rows = max_seqlen_q if varlen else Nq
 
     grid = (triton_cdiv(rows, cfg.block_m), n_batch * Hq)
     attention_kernel[grid](
-        q, k8, ks, v_op, v_scale, out, lse_arg, km_arg, mask_arg, cu_q, cu_k,
-        *q.stride(),
-        k8.stride(0), k8.stride(1), k8.stride(2),
-        ks.stride(0), ks.stride(1),
-        *v_strides,
-        *vs_strides,
-        *out.stride(),
-        *((lse.stride(0), lse.stride(1)) if lse is not None else (0, 0)),
-        *((km.stride(0), km.stride(1)) if km is not None else (0, 0)),
-        *mask_strides,
-        Hq, Hq // Hkv, Nq, Nk, D, sm_scale * LOG2E, sm_scale,
+        q, k8, ks, v_op, v_scale, out,
+        lse if lse is not None else ks, km if km is not None else ks,
+        mask_arg, cu_seqlens_q if varlen else ks, cu_seqlens_k if varlen else ks,
+        *q.stride(), *v_strides, *out.stride(), *mask_strides,
+        Hq, Hq // Hkv, Nq, Nk, n_pad, D, sm_scale * LOG2E, sm_scale,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, D_PAD=d_pad,
         Q_MODE=q_mode, K_MODE=k_mode, IS_CAUSAL=bool(is_causal),
         MASK_KIND=mask_kind, PV_FP8=bool(pv_fp8), RETURN_LSE=bool(return_lse),

@@ -76,6 +76,65 @@ def quantize_int8(x: torch.Tensor, mode: int, tile: int, d_pad: int, n_pad: int,
 
 
 @triton.jit
+def _kv_stats_kernel(
+    K, V, KM, VM, VS,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    H, N, D,
+    TILE: tl.constexpr, D_PAD: tl.constexpr, SMOOTH_V: tl.constexpr,
+):
+    """One pass over K and V of one (batch, head): K's channel mean, V's channel mean (when
+    SMOOTH_V) and V's FP8 scale max|v - mean| / 448. Replaces a chain of small torch ops whose
+    launch cost dominated short sequences."""
+    pid = tl.program_id(0)
+    b = (pid // H).to(tl.int64)
+    h = (pid % H).to(tl.int64)
+    cols = tl.arange(0, D_PAD)
+    col_ok = cols < D
+    k_sum = tl.zeros((D_PAD,), dtype=tl.float32)
+    v_sum = tl.zeros((D_PAD,), dtype=tl.float32)
+    v_max = tl.full((D_PAD,), float("-inf"), dtype=tl.float32)
+    v_min = tl.full((D_PAD,), float("inf"), dtype=tl.float32)
+    for n0 in range(0, N, TILE):
+        rows = (n0 + tl.arange(0, TILE)).to(tl.int64)
+        inside = (rows < N)[:, None] & col_ok[None, :]
+        k = tl.load(K + b * stride_kb + h * stride_kh + rows[:, None] * stride_kn
+                    + cols[None, :] * stride_kd, mask=inside, other=0.0).to(tl.float32)
+        v = tl.load(V + b * stride_vb + h * stride_vh + rows[:, None] * stride_vn
+                    + cols[None, :] * stride_vd, mask=inside, other=0.0).to(tl.float32)
+        k_sum += tl.sum(k, 0)
+        v_sum += tl.sum(v, 0)
+        v_max = tl.maximum(v_max, tl.max(tl.where(inside, v, float("-inf")), 0))
+        v_min = tl.minimum(v_min, tl.min(tl.where(inside, v, float("inf")), 0))
+    slab = (b * H + h) * D
+    tl.store(KM + slab + cols, k_sum / N, mask=col_ok)
+    if SMOOTH_V:
+        v_mean = v_sum / N
+        tl.store(VM + slab + cols, v_mean, mask=col_ok)
+    else:
+        v_mean = tl.zeros((D_PAD,), dtype=tl.float32)
+    amax = tl.maximum(v_max - v_mean, v_mean - v_min)
+    scale = tl.where(col_ok, tl.maximum(amax, 1e-30) / 448.0, 1.0)
+    tl.store(VS + (b * H + h) * D_PAD + cols, scale)
+
+
+def kv_stats(k: torch.Tensor, v: torch.Tensor, d_pad: int, smooth_v: bool = False):
+    """K channel mean [B, H, D], V channel mean (or None) and V's FP8 scale [B, H, d_pad].
+
+    The scale maps max|v - mean| of each channel onto 448, the e4m3 maximum (1 on padding).
+    """
+    B, H, N, D = k.shape
+    km = torch.empty((B, H, D), dtype=torch.float32, device=k.device)
+    vm = torch.empty((B, H, D), dtype=torch.float32, device=k.device) if smooth_v else km
+    vs = torch.empty((B, H, d_pad), dtype=torch.float32, device=k.device)
+    _kv_stats_kernel[(B * H,)](
+        k, v, km, vm, vs, *k.stride(), *v.stride(), H, N, D,
+        TILE=64 if d_pad <= 128 else 32, D_PAD=d_pad, SMOOTH_V=smooth_v, num_warps=4,
+    )
+    return km, (vm if smooth_v else None), vs
+
+
+@triton.jit
 def _quant_fp8_v_kernel(
     V, MEAN, SCALE, Y,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -96,29 +155,21 @@ def _quant_fp8_v_kernel(
     if HAS_MEAN:
         mean = tl.load(MEAN + b * stride_mb + h * stride_mh + cols, mask=cols < D, other=0.0)
         v = tl.where(inside, v - mean[None, :], 0.0)
-    scale = tl.load(SCALE + b * stride_sb + h * stride_sh + cols)  # amax / 448 per channel
+    scale = tl.load(SCALE + b * stride_sb + h * stride_sh + cols)  # max|v| / 448 per channel
     y = (v / scale[None, :]).to(tl.float8e4nv)
     # Stored transposed ([D_pad, N_pad]) so P @ V reads V with the reduction axis contiguous.
     tl.store(Y + b * stride_yb + h * stride_yh + cols[:, None] * stride_yd
              + rows[None, :].to(tl.int64), tl.trans(y))
 
 
-def quantize_v_fp8(v: torch.Tensor, d_pad: int, n_pad: int, mean: torch.Tensor | None = None,
-                   tile: int = 64):
+def quantize_v_fp8(v: torch.Tensor, d_pad: int, n_pad: int, scale: torch.Tensor,
+                   mean: torch.Tensor | None = None, tile: int = 64) -> torch.Tensor:
     """Per-channel FP8 (e4m3) quantization of V [B, H, N, D] for the FP8 P·V kernels.
 
-    Returns (v_fp8 [B, H, d_pad, n_pad] (transposed, zero padded), scale float32 [B, H, d_pad])
-    with v ~= v_fp8 * scale (plus ``mean`` when given).
+    scale (float32 [B, H, d_pad]) and mean come from :func:`kv_stats`. Returns v_fp8
+    [B, H, d_pad, n_pad] (transposed, zero padded) with v ~= v_fp8 * scale (+ mean).
     """
     B, H, N, D = v.shape
-    # One read of V for the range; max|v - mean| follows from the channel min and max.
-    vmin, vmax = torch.aminmax(v, dim=2)
-    vmin, vmax = vmin.float(), vmax.float()
-    if mean is not None:
-        vmin, vmax = vmin - mean, vmax - mean
-    amax = torch.maximum(vmax.abs(), vmin.abs())  # [B, H, D]
-    scale = torch.ones((B, H, d_pad), dtype=torch.float32, device=v.device)
-    scale[:, :, :D] = torch.clamp(amax, min=1e-30) / 448.0
     y = torch.empty((B, H, d_pad, n_pad), dtype=torch.float8_e4m3fn, device=v.device)
     m = mean if mean is not None else scale
     _quant_fp8_v_kernel[(n_pad // tile, B, H)](
@@ -130,4 +181,4 @@ def quantize_v_fp8(v: torch.Tensor, d_pad: int, n_pad: int, mean: torch.Tensor |
         N, D, TILE=tile, D_PAD=d_pad, HAS_MEAN=mean is not None,
         num_warps=4,
     )
-    return y, scale
+    return y
