@@ -131,10 +131,12 @@ def sageattn_qk_int8_pv_fp16_triton(
     return_lse: bool = False,
     **kwargs: Any,
 ):
-    """INT8 Q·Kᵀ (per-block scales) and FP16 P·V with FP32 accumulation, in Triton.
+    """INT8 Q·Kᵀ and FP16 P·V with FP32 accumulation, in Triton.
 
-    ``quantization_backend`` is accepted ("triton" or "cuda"); quantization always runs in
-    Triton (Q's is fused into the attention kernel).
+    The original uses one scale per block of 128 query / 64 key rows; this one uses the finer
+    per_thread groups (sageattention.granularity), which cost nothing extra here because Q is
+    quantized inside the attention kernel (docs/api.md). ``quantization_backend`` is accepted
+    ("triton" or "cuda"); quantization always runs in Triton.
     """
     _checks.check_choice("quantization_backend", quantization_backend, ("triton", "cuda"))
     kw_mask, sm_scale, kwargs = _sdpa_kwargs(kwargs, sm_scale, "sageattn_qk_int8_pv_fp16_triton")
@@ -142,7 +144,7 @@ def sageattn_qk_int8_pv_fp16_triton(
     mask = attn_mask if attn_mask is not None else kw_mask
     return _run(q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, sm_scale=sm_scale,
                 smooth_k=smooth_k, return_lse=return_lse, attn_mask=mask,
-                plan=Plan(pv_fp8=False, qk_quant_gran="per_block"))
+                plan=Plan(pv_fp8=False, qk_quant_gran="per_thread"))
 
 
 def sageattn_qk_int8_pv_fp16_cuda(

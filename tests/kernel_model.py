@@ -9,7 +9,10 @@ def _blocks(d, pv_fp8, is_causal):
 
 
 def kernel_model(q, k, v, tensor_layout="HND", is_causal=False, pv="fp16", **kw):
+    """Defaults to per_thread scale groups, what every entry point uses unless told otherwise."""
     block_m, block_n = _blocks(q.shape[-1], pv == "fp8", is_causal)
+    kw.setdefault("q_gran", "per_thread")
+    kw.setdefault("k_gran", "per_thread")
     kw.setdefault("block_m", block_m)
     kw.setdefault("block_n", block_n)
     return reference.sage_reference(q, k, v, tensor_layout=tensor_layout, is_causal=is_causal,

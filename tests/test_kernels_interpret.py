@@ -81,11 +81,14 @@ def test_fp16_triton_entry_point(seed, d, causal, layout):
     _close_to_model(out, model, exact)
 
 
-@pytest.mark.parametrize("gran", ["per_warp", "per_thread"])
+@pytest.mark.parametrize("gran", ["per_block", "per_warp", "per_thread"])
 @pytest.mark.parametrize("kind", ["randn", "outliers", "big_tokens"])
-def test_fp16_cuda_entry_point_granularities(seed, gran, kind):
+def test_granularities(seed, gran, kind):
     q, k, v = make_qkv(1, 2, 1, 130, 70, 64, kind=kind)
-    out, lse = sa.sageattn_qk_int8_pv_fp16_cuda(q, k, v, qk_quant_gran=gran, return_lse=True)
+    if gran == "per_block":  # reachable through sageattn's keyword
+        out, lse = sa.sageattn(q, k, v, qk_quant_gran=gran, return_lse=True)
+    else:
+        out, lse = sa.sageattn_qk_int8_pv_fp16_cuda(q, k, v, qk_quant_gran=gran, return_lse=True)
     model, mlse = _model(q, k, v, q_gran=gran, k_gran=gran, return_lse=True)
     exact, else_ = reference.attention_fp64(q, k, v, return_lse=True)
     # Tokens 10x larger than the rest share their INT8 group with ordinary tokens, which

@@ -72,7 +72,7 @@ def test_quantize_groups_round_trip(seed, gran):
         y, s = reference.quantize_groups(x, mode, 64)
         assert y.abs().max() <= 127
         err = (y * s[..., None] - x).abs()
-        assert torch.all(err <= s[..., None] * 0.5 + 1e-6)
+        assert torch.all(err <= s[..., None] * 0.5 * (1 + 1e-5) + 1e-6)
 
 
 def test_quantize_groups_uses_all_of_int8_and_survives_zeros():

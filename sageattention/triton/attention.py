@@ -82,7 +82,7 @@ def attention_kernel(
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_on, stride_od,
     stride_mb, stride_mh, stride_mm, stride_mn,
-    H, KV_GROUP, N_Q, N_K, N_PAD, D, q_scale_mult, lse_scale,
+    H, N_BH, KV_GROUP, N_Q, N_K, N_PAD, D, q_scale_mult, lse_scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D_PAD: tl.constexpr,
     Q_MODE: tl.constexpr, K_MODE: tl.constexpr, IS_CAUSAL: tl.constexpr,
     MASK_KIND: tl.constexpr, PV_FP8: tl.constexpr, RETURN_LSE: tl.constexpr,
@@ -96,7 +96,10 @@ def attention_kernel(
         pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
     else:
         pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    # (batch, head) pairs spill from grid axis 1 (at most 65535) into axis 2.
+    pid_bh = tl.program_id(1) + tl.program_id(2) * tl.num_programs(1)
+    if pid_bh >= N_BH:
+        return
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
     hk = h // KV_GROUP

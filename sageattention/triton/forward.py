@@ -17,6 +17,7 @@ from .quant import kv_stats, pad_to, quantize_int8, quantize_v_fp8
 LOG2E = 1.4426950408889634
 # MASK_KIND of attention_kernel
 MASK_NONE, MASK_BOOL, MASK_ADD = 0, 1, 2
+MAX_GRID_Y = 65535  # CUDA's limit on grid dimensions y and z
 
 
 @dataclass(frozen=True)
@@ -116,13 +117,14 @@ def attention_forward(
     n_batch = cu_seqlens_q.numel() - 1 if varlen else B
     rows = max_seqlen_q if varlen else Nq
 
-    grid = (triton_cdiv(rows, cfg.block_m), n_batch * Hq)
+    n_bh = n_batch * Hq
+    grid = (triton_cdiv(rows, cfg.block_m), min(n_bh, MAX_GRID_Y), triton_cdiv(n_bh, MAX_GRID_Y))
     attention_kernel[grid](
         q, k8, ks, v_op, v_scale, out,
         lse if lse is not None else ks, km if km is not None else ks,
         mask_arg, cu_seqlens_q if varlen else ks, cu_seqlens_k if varlen else ks,
         *q.stride(), *v_strides, *out.stride(), *mask_strides,
-        Hq, Hq // Hkv, Nq, Nk, n_pad, D, sm_scale * LOG2E, sm_scale,
+        Hq, n_bh, Hq // Hkv, Nq, Nk, n_pad, D, sm_scale * LOG2E, sm_scale,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, D_PAD=d_pad,
         Q_MODE=q_mode, K_MODE=k_mode, IS_CAUSAL=bool(is_causal),
         MASK_KIND=mask_kind, PV_FP8=bool(pv_fp8), RETURN_LSE=bool(return_lse),

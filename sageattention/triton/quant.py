@@ -25,8 +25,8 @@ def _quant_int8_kernel(
     TILE: tl.constexpr, D_PAD: tl.constexpr, MODE: tl.constexpr, HAS_MEAN: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    h = tl.program_id(2).to(tl.int64)
+    h = tl.program_id(1).to(tl.int64)
+    b = tl.program_id(2).to(tl.int64)
     rows = pid_n * TILE + tl.arange(0, TILE)
     cols = tl.arange(0, D_PAD)
     inside = (rows < N)[:, None] & (cols < D)[None, :]
@@ -61,7 +61,7 @@ def quantize_int8(x: torch.Tensor, mode: int, tile: int, d_pad: int, n_pad: int,
     y = torch.empty((B, H, n_pad, d_pad), dtype=torch.int8, device=x.device)
     s = torch.empty((B, H, n_groups(n_pad, mode, tile)), dtype=torch.float32, device=x.device)
     m = mean if mean is not None else s  # placeholder pointer, unused when HAS_MEAN is False
-    grid = (n_pad // tile, B, H)
+    grid = (n_pad // tile, H, B)  # B and H each <= 65535 (CUDA grid y/z limit)
     _quant_int8_kernel[grid](
         x, m, y, s,
         *x.stride(),
@@ -145,8 +145,8 @@ def _quant_fp8_v_kernel(
     TILE: tl.constexpr, D_PAD: tl.constexpr, HAS_MEAN: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    h = tl.program_id(2).to(tl.int64)
+    h = tl.program_id(1).to(tl.int64)
+    b = tl.program_id(2).to(tl.int64)
     rows = pid_n * TILE + tl.arange(0, TILE)
     cols = tl.arange(0, D_PAD)
     inside = (rows < N)[:, None] & (cols < D)[None, :]
@@ -172,7 +172,7 @@ def quantize_v_fp8(v: torch.Tensor, d_pad: int, n_pad: int, scale: torch.Tensor,
     B, H, N, D = v.shape
     y = torch.empty((B, H, d_pad, n_pad), dtype=torch.float8_e4m3fn, device=v.device)
     m = mean if mean is not None else scale
-    _quant_fp8_v_kernel[(n_pad // tile, B, H)](
+    _quant_fp8_v_kernel[(n_pad // tile, H, B)](
         v, m, scale, y,
         *v.stride(),
         m.stride(0), m.stride(1),
