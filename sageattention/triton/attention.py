@@ -30,7 +30,7 @@ def _attn_block(
     D,
     BLOCK_N: tl.constexpr, D_PAD: tl.constexpr, K_MODE: tl.constexpr,
     IS_CAUSAL: tl.constexpr, BOUNDS: tl.constexpr, MASK_KIND: tl.constexpr,
-    PV_FP8: tl.constexpr, EVEN_D: tl.constexpr,
+    PV_FP8: tl.constexpr, EVEN_D: tl.constexpr, FP8_ACC_EVERY: tl.constexpr,
 ):
     """One key block of the online softmax. BOUNDS: the block may hold keys >= k_len or,
     with IS_CAUSAL, keys after some query row: apply the element mask."""
@@ -63,7 +63,13 @@ def _attn_block(
     if PV_FP8:
         # V is stored transposed [D_pad, N_pad]; padded keys hold zeros.
         vt = tl.load(V + offs_d[:, None] * stride_vd + tok[None, :])
-        acc = tl.dot((p * FP8_P_SCALE).to(tl.float8e4nv), tl.trans(vt), acc)
+        p8 = (p * FP8_P_SCALE).to(tl.float8e4nv)
+        if FP8_ACC_EVERY > 0:
+            # Hopper's FP8 MMA accumulator keeps ~22 bits: add into FP32 every FP8_ACC_EVERY
+            # products ("fp32+fp32"); 0 keeps the compiler's faster default ("fp32+fp16").
+            acc = tl.dot(p8, tl.trans(vt), acc, max_num_imprecise_acc=FP8_ACC_EVERY)
+        else:
+            acc = tl.dot(p8, tl.trans(vt), acc)
     else:
         v_ptrs = V + tok[:, None] * stride_vn + offs_d[None, :] * stride_vd
         if BOUNDS or MASK_KIND != 0 or not EVEN_D:
@@ -87,6 +93,7 @@ def attention_kernel(
     Q_MODE: tl.constexpr, K_MODE: tl.constexpr, IS_CAUSAL: tl.constexpr,
     MASK_KIND: tl.constexpr, PV_FP8: tl.constexpr, RETURN_LSE: tl.constexpr,
     HAS_KM: tl.constexpr, VARLEN: tl.constexpr, EVEN_D: tl.constexpr,
+    FP8_ACC_EVERY: tl.constexpr,
 ):
     """Buffers made by sageattention.triton (K8, KS, V8 and VS on the FP8 path, LSE, KM) are
     contiguous with the shapes of forward.attention_forward, so only the strides of the
@@ -159,12 +166,12 @@ def attention_kernel(
         acc, l_i, m_i = _attn_block(
             acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,
             K8, KS, V, MASK, D_PAD, stride_vn, stride_vd, stride_mm, stride_mn, D,
-            BLOCK_N, D_PAD, K_MODE, IS_CAUSAL, False, MASK_KIND, PV_FP8, EVEN_D)
+            BLOCK_N, D_PAD, K_MODE, IS_CAUSAL, False, MASK_KIND, PV_FP8, EVEN_D, FP8_ACC_EVERY)
     for start_n in range(full_end, end, BLOCK_N):
         acc, l_i, m_i = _attn_block(
             acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,
             K8, KS, V, MASK, D_PAD, stride_vn, stride_vd, stride_mm, stride_mn, D,
-            BLOCK_N, D_PAD, K_MODE, IS_CAUSAL, True, MASK_KIND, PV_FP8, EVEN_D)
+            BLOCK_N, D_PAD, K_MODE, IS_CAUSAL, True, MASK_KIND, PV_FP8, EVEN_D, FP8_ACC_EVERY)
 
     if PV_FP8:
         v_scale = tl.load(VS + kv_row * D_PAD + offs_d)

@@ -52,6 +52,18 @@ def tile_config(d_pad: int, pv_fp8: bool, is_causal: bool) -> TileConfig:
     return _TILES.get((d_pad, bool(pv_fp8), bool(is_causal)), _TILE_256)
 
 
+def fp8_accumulate_every(pv_accum: str, block_n: int) -> int:
+    """How many FP8 products the MMA may sum before the result is added into FP32.
+
+    Hopper's FP8 MMA keeps about 22 bits in its accumulator and truncates; summing a whole row
+    there biases outputs whose V channels do not average out (measured: relative L1 0.0145
+    instead of 0.0079 on inputs with a V bias). "fp32" adds every MMA step (32 products),
+    "fp32+fp32" once per key block (the two-level scheme), "fp32+fp16" leaves the compiler's
+    faster default (docs/perf-notes.md has the cost of each).
+    """
+    return {"fp32": 32, "fp32+fp32": block_n, "fp32+fp16": 0}[pv_accum]
+
+
 def k_mean(k: torch.Tensor) -> torch.Tensor:
     """Per (batch, head, channel) mean over the sequence, float32 [B, H, D]."""
     return torch.mean(k, dim=2, dtype=torch.float32)
@@ -76,12 +88,14 @@ def attention_forward(
     cu_seqlens_k: torch.Tensor | None = None,
     max_seqlen_q: int | None = None,
     config: TileConfig | None = None,
+    pv_accum: str = "fp32+fp32",
 ):
     """Write attention(q, k, v) into ``out`` (a [B, H, Nq, D] view); return the LSE or None.
 
     q [B, Hq, Nq, D], k/v [B, Hkv, Nk, D] (any strides), attn_mask None or expanded to
     [B, Hq, Nq, Nk] (bool or float). Varlen: B == 1, cu_seqlens_* int32 [batch + 1].
     config overrides the tile shape (benchmarks/tune_tiles.py); per_block Q groups follow it.
+    pv_accum: the FP8 P·V accumulation mode (fp8_accumulate_every).
     """
     B, Hq, Nq, D = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
@@ -129,6 +143,7 @@ def attention_forward(
         Q_MODE=q_mode, K_MODE=k_mode, IS_CAUSAL=bool(is_causal),
         MASK_KIND=mask_kind, PV_FP8=bool(pv_fp8), RETURN_LSE=bool(return_lse),
         HAS_KM=km is not None, VARLEN=varlen, EVEN_D=(D == d_pad),
+        FP8_ACC_EVERY=fp8_accumulate_every(pv_accum, cfg.block_n) if pv_fp8 else 0,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     if vm is not None:
