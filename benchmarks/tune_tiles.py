@@ -28,12 +28,13 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=4096)
     ap.add_argument("--head-dims", type=int, nargs="+", default=[128, 64])
     ap.add_argument("--causal", action="store_true")
+    ap.add_argument("--pv", choices=["fp16", "fp8", "both"], default="both")
     args = ap.parse_args()
     B, H, N = 4, 32, args.n
     for D in args.head_dims:
         q, k, v = (torch.randn(B, H, N, D, dtype=torch.float16, device="cuda") for _ in range(3))
         out = torch.empty_like(q)
-        for pv_fp8 in (False, True):
+        for pv_fp8 in {"fp16": (False,), "fp8": (True,), "both": (False, True)}[args.pv]:
             for cfg in CANDIDATES:
                 def run():
                     attention_forward(q, k, v, out, sm_scale=D ** -0.5, is_causal=args.causal,

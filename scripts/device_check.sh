@@ -14,6 +14,7 @@ for s in $steps; do
     alltests) python3 -m pytest -q -p no:cacheprovider tests 2>&1 | tee "$OUT/all_tests.log" | tail -25 ;;
     accuracy) python3 benchmarks/accuracy.py --out "$OUT" 2>&1 | tee "$OUT/accuracy.log" | tail -40 ;;
     tune) python3 benchmarks/tune_tiles.py 2>&1 | tee "$OUT/tune.log"; python3 benchmarks/tune_tiles.py --causal 2>&1 | tee -a "$OUT/tune.log" ;;
+    tune8) for c in "" --causal; do python3 benchmarks/tune_tiles.py --pv fp8 $c; done 2>&1 | tee "$OUT/tune8.log" ;;
     profile) for d in 64 128; do python3 benchmarks/profile_call.py --n 1024 --d $d 2>&1 | grep -v -i warn; done | tee "$OUT/profile.log" ;;
     bench) python3 benchmarks/bench_attention.py --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -20 ;;
   esac
