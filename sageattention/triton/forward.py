@@ -39,7 +39,7 @@ _TILES = {
     (64, False, False): TileConfig(64, 128, 4, 3),
     (64, False, True): TileConfig(64, 128, 4, 3),
     (64, True, False): TileConfig(64, 128, 4, 3),
-    (64, True, True): TileConfig(128, 64, 4, 3),
+    (64, True, True): TileConfig(64, 128, 4, 3),
     (128, False, False): TileConfig(128, 128, 8, 3),
     (128, False, True): TileConfig(128, 64, 8, 4),
     (128, True, False): TileConfig(64, 128, 4, 3),
