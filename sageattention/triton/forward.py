@@ -34,14 +34,14 @@ def head_dim_padded(d: int) -> int:
 
 
 # Tile shapes per (padded head dim, FP8 P·V, causal), measured on an H100 with
-# benchmarks/tune_tiles.py at B=4, H=32, N=4096 (docs/perf-notes.md has the sweep).
+# benchmarks/tune_tiles.py at B=4, H=32, N=4096 and 16384 (docs/perf-notes.md has the sweep).
 _TILES = {
     (64, False, False): TileConfig(64, 128, 4, 3),
     (64, False, True): TileConfig(64, 128, 4, 3),
     (64, True, False): TileConfig(64, 128, 4, 3),
     (64, True, True): TileConfig(64, 128, 4, 3),
     (128, False, False): TileConfig(128, 128, 8, 3),
-    (128, False, True): TileConfig(128, 64, 8, 4),
+    (128, False, True): TileConfig(128, 64, 4, 3),
     (128, True, False): TileConfig(64, 128, 4, 3),
     (128, True, True): TileConfig(64, 128, 4, 3),
 }

@@ -1,0 +1,67 @@
+"""Render the newest benchmark and accuracy JSON (benchmarks/results/) into README.md.
+
+The tables live between the markers <!-- bench:start/end --> and <!-- accuracy:start/end -->.
+Usage: python benchmarks/readme_tables.py [--gpu "NVIDIA H100 80GB HBM3"]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def newest(prefix: str, gpu: str) -> dict:
+    files = sorted(RESULTS.glob(f"{prefix}-{gpu.replace(' ', '_')}-*.json"))
+    if not files:
+        raise SystemExit(f"no {prefix} results for {gpu!r} in {RESULTS}")
+    return json.loads(files[-1].read_text())
+
+
+def bench_table(data: dict) -> str:
+    names = list(data["rows"][0]["tops"])
+    lines = ["| D, mask, N | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for r in data["rows"]:
+        cells = ["-" if r["tops"][n] is None else f"{r['tops'][n]:.0f}" for n in names]
+        lines.append(f"| {r['D']} {'causal' if r['causal'] else 'full'} {r['N']} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def accuracy_table(data: dict, d: int = 128) -> str:
+    rows = [r for r in data["rows"] if r["D"] == d and not r["causal"]]
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    fns = list(dict.fromkeys(r["function"] for r in rows))
+    cell = {(r["function"], r["kind"]): r for r in rows}
+    lines = ["| function | " + " | ".join(f"{k}: cosine / rel. L1" for k in kinds) + " |",
+             "|---" * (len(kinds) + 1) + "|"]
+    for f in fns:
+        lines.append(f"| {f} | " + " | ".join(
+            f"{cell[f, k]['cosine']:.5f} / {cell[f, k]['rel_l1']:.4f}" for k in kinds) + " |")
+    return "\n".join(lines)
+
+
+def splice(text: str, name: str, table: str) -> str:
+    pattern = re.compile(rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"README.md has no <!-- {name}:start --> ... <!-- {name}:end --> markers")
+    return pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gpu", default="NVIDIA H100 80GB HBM3")
+    args = ap.parse_args()
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    text = splice(text, "bench", bench_table(newest("bench", args.gpu)))
+    text = splice(text, "accuracy", accuracy_table(newest("accuracy", args.gpu)))
+    readme.write_text(text)
+    print(f"updated {readme}")
+
+
+if __name__ == "__main__":
+    main()
