@@ -257,8 +257,10 @@ def sageattn_varlen(
     """Attention over packed sequences: q [total_q, Hq, D], k/v [total_k, Hkv, D].
 
     Sequence i is q[cu_seqlens_q[i]:cu_seqlens_q[i+1]] against k/v[cu_seqlens_k[i]:...];
-    is_causal is top-left aligned inside each sequence, like torch SDPA.
+    is_causal is top-left aligned inside each sequence, like torch SDPA. ``return_lse=True``
+    (keyword) also returns the LSE as fp32 [Hq, total_q], the packed layout of flash-attn.
     """
+    return_lse = _checks.check_flag("return_lse", kwargs.pop("return_lse", False))
     _, sm_scale, kwargs = _sdpa_kwargs(kwargs, sm_scale, "sageattn_varlen")
     _warn_unknown(kwargs, "sageattn_varlen")
     _checks.check_qkv(q, k, v, rank=3)
@@ -282,14 +284,16 @@ def sageattn_varlen(
     scale = _checks.check_sm_scale(sm_scale, q.shape[-1])
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     if q.shape[0] == 0:
-        return out
+        lse = torch.empty((q.shape[1], 0), dtype=torch.float32, device=q.device)
+        return (out, lse) if return_lse else out
     from .triton.forward import attention_forward
 
     plan = default_plan(q.device, q.shape[-1])
     with torch.cuda.device(q.device) if q.device.type == "cuda" else _nullcontext():
-        attention_forward(
+        lse = attention_forward(
             qh, kh, vh, out.transpose(0, 1)[None], sm_scale=scale, is_causal=is_causal,
             smooth_k=smooth_k, q_gran="per_block", k_gran="per_block", pv_fp8=plan.pv_fp8,
+            pv_accum=plan.pv_accum, return_lse=return_lse,
             cu_seqlens_q=cu_seqlens_q.to(torch.int32), cu_seqlens_k=cu_seqlens_k.to(torch.int32),
             max_seqlen_q=max(b - a for a, b in zip(cq, cq[1:])))
-    return out
+    return (out, lse[0]) if return_lse else out

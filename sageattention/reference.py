@@ -207,18 +207,21 @@ def sage_reference_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, is_causal=False, 
     return out
 
 
-def attention_fp64_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, is_causal=False, sm_scale=None):
-    """Exact float64 attention of each packed sequence."""
+def attention_fp64_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, is_causal=False, sm_scale=None,
+                          return_lse=False):
+    """Exact float64 attention of each packed sequence (lse: [H, total_q])."""
     out = torch.zeros(q.shape, dtype=torch.float64)
+    lse = torch.full((q.shape[1], q.shape[0]), float("-inf"), dtype=torch.float64)
     for i in range(cu_seqlens_q.numel() - 1):
         qa, qb = int(cu_seqlens_q[i]), int(cu_seqlens_q[i + 1])
         ka, kb = int(cu_seqlens_k[i]), int(cu_seqlens_k[i + 1])
         if qb == qa:
             continue
-        o = attention_fp64(q[qa:qb][None], k[ka:kb][None], v[ka:kb][None], tensor_layout="NHD",
-                           is_causal=is_causal, sm_scale=sm_scale)
+        o, l_ = attention_fp64(q[qa:qb][None], k[ka:kb][None], v[ka:kb][None], tensor_layout="NHD",
+                               is_causal=is_causal, sm_scale=sm_scale, return_lse=True)
         out[qa:qb] = o[0]
-    return out
+        lse[:, qa:qb] = l_[0]
+    return (out, lse) if return_lse else out
 
 
 def accuracy(out: torch.Tensor, ref: torch.Tensor) -> dict:

@@ -119,9 +119,12 @@ def test_varlen_gpu(seed, causal, dtype):
     q = torch.randn(sum(lens_q), 8, 128, dtype=dtype, device="cuda")
     k = torch.randn(sum(lens_k), 2, 128, dtype=dtype, device="cuda")
     v = torch.randn(sum(lens_k), 2, 128, dtype=dtype, device="cuda")
-    out = sa.sageattn_varlen(q, k, v, cq, ck, max(lens_q), max(lens_k), is_causal=causal)
-    exact = reference.attention_fp64_varlen(q, k, v, cq.cpu(), ck.cpu(), is_causal=causal)
+    out, lse = sa.sageattn_varlen(q, k, v, cq, ck, max(lens_q), max(lens_k), is_causal=causal,
+                                  return_lse=True)
+    exact, exact_lse = reference.attention_fp64_varlen(q, k, v, cq.cpu(), ck.cpu(),
+                                                       is_causal=causal, return_lse=True)
     _check(out, exact, "sageattn", dtype)
+    assert lse.shape == (8, sum(lens_q)) and (lse.cpu().double() - exact_lse).abs().max() < 0.05
 
 
 def test_head_dims_up_to_256(seed):

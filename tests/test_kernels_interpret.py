@@ -199,10 +199,22 @@ def test_varlen(seed, causal):
     q = torch.randn(int(cq[-1]), 4, 64, dtype=torch.float16)
     k = torch.randn(int(ck[-1]), 2, 64, dtype=torch.float16)
     v = torch.randn(int(ck[-1]), 2, 64, dtype=torch.float16)
-    out = sa.sageattn_varlen(q, k, v, cq, ck, max(lens_q), max(lens_k), is_causal=causal)
+    out, lse = sa.sageattn_varlen(q, k, v, cq, ck, max(lens_q), max(lens_k), is_causal=causal,
+                                  return_lse=True)
     model = kernel_model_varlen(q, k, v, cq, ck, is_causal=causal)
-    exact = reference.attention_fp64_varlen(q, k, v, cq, ck, is_causal=causal)
+    exact, exact_lse = reference.attention_fp64_varlen(q, k, v, cq, ck, is_causal=causal,
+                                                       return_lse=True)
     _close_to_model(out, model, exact)
+    assert lse.shape == (4, int(cq[-1])) and (lse.double() - exact_lse).abs().max() < 0.05
+
+
+def test_negative_and_zero_sm_scale(seed):
+    q, k, v = make_qkv(1, 2, 2, 50, 50, 64)
+    for scale in (-0.2, 0.0):
+        out, lse = sa.sageattn(q, k, v, sm_scale=scale, return_lse=True)
+        exact, exact_lse = reference.attention_fp64(q, k, v, sm_scale=scale, return_lse=True)
+        assert reference.accuracy(out, exact)["rel_l1"] < 0.03
+        assert (lse.double() - exact_lse).abs().max() < 0.05
 
 
 def test_sm_scale_and_sdpa_scale_keyword(seed):

@@ -39,24 +39,28 @@ def _attn_block(
     tok = (k_start + offs_n).to(tl.int64)
     k = tl.load(K8 + tok[:, None] * stride_kn + offs_d[None, :])
     k_scale = tl.load(KS + _common.group_id(k_start + offs_n, K_MODE, 64))
-    s = tl.dot(q_i8, tl.trans(k)).to(tl.float32) * q_scale[:, None] * k_scale[None, :]
+    # t = scores / q_scale. q_scale > 0 (the kernel moves a negative sm_scale into q_i8), so
+    # the row max of the scores is q_scale * max(t) and the exponent q_scale * t - m is one
+    # FMA per score instead of two multiplies and a subtraction.
+    t = tl.dot(q_i8, tl.trans(k)).to(tl.float32) * k_scale[None, :]
     if MASK_KIND != 0:
         inside = (offs_m < q_len)[:, None] & (offs_n < k_len)[None, :]
         mvals = tl.load(MASK + offs_m[:, None].to(tl.int64) * stride_mm
                         + offs_n[None, :].to(tl.int64) * stride_mn, mask=inside)
         if MASK_KIND == 1:
-            s = tl.where(mvals != 0, s, float("-inf"))
+            t = tl.where(mvals != 0, t, float("-inf"))
         else:
-            s = s + mvals.to(tl.float32) * LOG2E
+            # An additive mask is in score units: fold it in as (t * q_scale + bias) / q_scale.
+            t = t + mvals.to(tl.float32) * LOG2E / q_scale[:, None]
     if BOUNDS:
         keep = (offs_n < k_len)[None, :]
         if IS_CAUSAL:
             keep = keep & (offs_n[None, :] <= offs_m[:, None])
-        s = tl.where(keep, s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
+        t = tl.where(keep, t, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(t, 1) * q_scale)
     # A row with nothing visible so far keeps m = -inf; shift by 0 instead to avoid inf - inf.
     m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-    p = tl.math.exp2(s - m_use[:, None])
+    p = tl.math.exp2(t * q_scale[:, None] - m_use[:, None])
     alpha = tl.math.exp2(m_i - m_use)
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None]
@@ -135,7 +139,10 @@ def attention_kernel(
                 + offs_d[None, :] * stride_qd,
                 mask=row_ok[:, None] & (offs_d < D)[None, :], other=0.0).to(tl.float32)
     q_i8, q_amax = _common.quantize_rows(q, BLOCK_M, Q_MODE)
-    q_scale = q_amax * (q_scale_mult / 127.0)
+    # Keep q_scale positive (and normal: 0 * -inf would be NaN) for _attn_block's max trick;
+    # a negative sm_scale flips the sign of the integer values instead.
+    q_i8 = tl.where(q_scale_mult < 0, -q_i8, q_i8)
+    q_scale = tl.maximum(q_amax * (tl.abs(q_scale_mult) / 127.0), 1e-37)
 
     kv_heads = H // KV_GROUP
     kv_row = (bk * kv_heads + hk).to(tl.int64)  # index of the (batch, kv head) slab
