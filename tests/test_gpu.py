@@ -62,7 +62,8 @@ def test_every_function(seed, name, d, causal, layout, dtype):
     exact, exact_lse = reference.attention_fp64(q, k, v, tensor_layout=layout, is_causal=causal,
                                                 return_lse=True)
     _check(out, exact, name, dtype)
-    assert lse.shape == (2, 4, 333) and (lse.cpu().double() - exact_lse).abs().max() < 0.05
+    # INT8 scores move the LSE by a few hundredths (more with bf16 inputs and per_warp groups).
+    assert lse.shape == (2, 4, 333) and (lse.cpu().double() - exact_lse).abs().max() < 0.1
 
 
 @pytest.mark.parametrize("name", sorted(ALL_PATHS))
