@@ -25,19 +25,22 @@ FP8_P_SCALE = tl.constexpr(448.0)  # P in [0, 1] is stored as P * 448, the e4m3 
 @triton.jit
 def _attn_block(
     acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,
-    K8, KS, V, MASK,
-    stride_kn, stride_vn, stride_vd, stride_mm, stride_mn,
+    k_tile, KS, v_tile, m_tile,
+    stride_vn, stride_mn,
     D,
     BLOCK_N: tl.constexpr, D_PAD: tl.constexpr, K_MODE: tl.constexpr,
     IS_CAUSAL: tl.constexpr, BOUNDS: tl.constexpr, MASK_KIND: tl.constexpr,
     PV_FP8: tl.constexpr, EVEN_D: tl.constexpr, FP8_ACC_EVERY: tl.constexpr,
 ):
     """One key block of the online softmax. BOUNDS: the block may hold keys >= k_len or,
-    with IS_CAUSAL, keys after some query row: apply the element mask."""
+    with IS_CAUSAL, keys after some query row: apply the element mask.
+
+    k_tile / v_tile / m_tile point at the tiles of key 0 (offsets computed once per program);
+    each block adds one scalar, so the loop does no per-element 64-bit index arithmetic."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, D_PAD)
-    tok = (k_start + offs_n).to(tl.int64)
-    k = tl.load(K8 + tok[:, None] * stride_kn + offs_d[None, :])
+    tok0 = (k_start + start_n).to(tl.int64)  # first key of this block in the K/V buffers
+    k = tl.load(k_tile + tok0 * D_PAD)
     k_scale = tl.load(KS + _common.group_id(k_start + offs_n, K_MODE, 64))
     # t = scores / q_scale. q_scale > 0 (the kernel moves a negative sm_scale into q_i8), so
     # the row max of the scores is q_scale * max(t) and the exponent q_scale * t - m is one
@@ -45,8 +48,7 @@ def _attn_block(
     t = tl.dot(q_i8, tl.trans(k)).to(tl.float32) * k_scale[None, :]
     if MASK_KIND != 0:
         inside = (offs_m < q_len)[:, None] & (offs_n < k_len)[None, :]
-        mvals = tl.load(MASK + offs_m[:, None].to(tl.int64) * stride_mm
-                        + offs_n[None, :].to(tl.int64) * stride_mn, mask=inside)
+        mvals = tl.load(m_tile + tl.cast(start_n, tl.int64) * stride_mn, mask=inside)
         if MASK_KIND == 1:
             t = tl.where(mvals != 0, t, float("-inf"))
         else:
@@ -66,7 +68,7 @@ def _attn_block(
     acc = acc * alpha[:, None]
     if PV_FP8:
         # V is stored transposed [D_pad, N_pad]; padded keys hold zeros.
-        vt = tl.load(V + offs_d[:, None] * stride_vd + tok[None, :])
+        vt = tl.load(v_tile + tok0)
         p8 = (p * FP8_P_SCALE).to(tl.float8e4nv)
         if FP8_ACC_EVERY > 0:
             # Hopper's FP8 MMA accumulator keeps ~22 bits: add into FP32 every FP8_ACC_EVERY
@@ -75,7 +77,7 @@ def _attn_block(
         else:
             acc = tl.dot(p8, tl.trans(vt), acc)
     else:
-        v_ptrs = V + tok[:, None] * stride_vn + offs_d[None, :] * stride_vd
+        v_ptrs = v_tile + tok0 * stride_vn
         if BOUNDS or MASK_KIND != 0 or not EVEN_D:
             # Keys past the end must read as 0 (0 * garbage could be NaN).
             v = tl.load(v_ptrs, mask=(offs_n < k_len)[:, None] & (offs_d < D)[None, :], other=0.0)
@@ -157,6 +159,19 @@ def attention_kernel(
     if MASK_KIND != 0:
         MASK += b * stride_mb + h * stride_mh
 
+    # Pointer tiles of key block 0, built once (64-bit where a product can be large).
+    offs_bn = tl.arange(0, BLOCK_N)
+    k_tile = K8 + (offs_bn[:, None] * D_PAD + offs_d[None, :])
+    if PV_FP8:
+        v_tile = V + (offs_d[:, None].to(tl.int64) * stride_vd + offs_bn[None, :])
+    else:
+        v_tile = V + (offs_bn[:, None].to(tl.int64) * stride_vn + offs_d[None, :] * stride_vd)
+    if MASK_KIND != 0:
+        m_tile = MASK + (offs_m[:, None].to(tl.int64) * stride_mm
+                         + offs_bn[None, :].to(tl.int64) * stride_mn)
+    else:
+        m_tile = MASK
+
     acc = tl.zeros((BLOCK_M, D_PAD), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
@@ -172,12 +187,12 @@ def attention_kernel(
     for start_n in range(0, full_end, BLOCK_N):
         acc, l_i, m_i = _attn_block(
             acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,
-            K8, KS, V, MASK, D_PAD, stride_vn, stride_vd, stride_mm, stride_mn, D,
+            k_tile, KS, v_tile, m_tile, stride_vn, stride_mn, D,
             BLOCK_N, D_PAD, K_MODE, IS_CAUSAL, False, MASK_KIND, PV_FP8, EVEN_D, FP8_ACC_EVERY)
     for start_n in range(full_end, end, BLOCK_N):
         acc, l_i, m_i = _attn_block(
             acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,
-            K8, KS, V, MASK, D_PAD, stride_vn, stride_vd, stride_mm, stride_mn, D,
+            k_tile, KS, v_tile, m_tile, stride_vn, stride_mn, D,
             BLOCK_N, D_PAD, K_MODE, IS_CAUSAL, True, MASK_KIND, PV_FP8, EVEN_D, FP8_ACC_EVERY)
 
     if PV_FP8:
