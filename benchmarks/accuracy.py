@@ -20,9 +20,9 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import sageattention as sa  # noqa: E402
-from sageattention import reference  # noqa: E402
-from sageattention.testing import KINDS, make_qkv  # noqa: E402
+import sageattention as sa
+from sageattention import reference
+from sageattention.testing import KINDS, make_qkv
 
 
 def functions(device):
@@ -40,7 +40,7 @@ def functions(device):
         from original import original_fp16_triton
 
         orig = original_fp16_triton()
-    except Exception as exc:  # the original is optional; say why it is missing
+    except Exception as exc:  # noqa: BLE001 - the original is optional; say why it is missing
         print(f"original SageAttention not loaded: {exc}", file=sys.stderr)
         orig = None
     if orig is not None:

@@ -22,8 +22,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import sageattention as sa  # noqa: E402
-from timing import attention_tops, median_ms  # noqa: E402
+from timing import attention_tops, median_ms
+
+import sageattention as sa
 
 
 def sdpa(backend):
@@ -72,9 +73,9 @@ def main() -> int:
                 row = {"D": D, "causal": causal, "N": N, "B": B, "H": H, "tops": {}}
                 for name, fn in fns.items():
                     try:
-                        ms = median_ms(lambda: fn(q, k, v, causal))
+                        ms = median_ms(lambda fn=fn, q=q, k=k, v=v, c=causal: fn(q, k, v, c))
                         row["tops"][name] = round(attention_tops(B, H, N, D, causal, ms), 1)
-                    except Exception as exc:  # a backend missing on this GPU/torch
+                    except Exception as exc:  # noqa: BLE001 - a backend missing on this GPU/torch
                         row["tops"][name] = None
                         print(f"  {name}: {type(exc).__name__}: {str(exc)[:120]}", flush=True)
                 rows.append(row)

@@ -45,7 +45,7 @@ def accuracy_table(data: dict, d: int = 128) -> str:
 
 
 def splice(text: str, name: str, table: str) -> str:
-    pattern = re.compile(rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
+    pattern = re.compile(rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.DOTALL)
     if not pattern.search(text):
         raise SystemExit(f"README.md has no <!-- {name}:start --> ... <!-- {name}:end --> markers")
     return pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text)

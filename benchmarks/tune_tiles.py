@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import attention_tops, median_ms  # noqa: E402
+from timing import attention_tops, median_ms
 
-from sageattention.triton.forward import TileConfig, attention_forward  # noqa: E402
+from sageattention.triton.forward import TileConfig, attention_forward
 
 CANDIDATES = [
     TileConfig(128, 64, 4, 3), TileConfig(128, 64, 8, 3), TileConfig(128, 64, 8, 4),
@@ -36,7 +36,7 @@ def main() -> int:
         out = torch.empty_like(q)
         for pv_fp8 in {"fp16": (False,), "fp8": (True,), "both": (False, True)}[args.pv]:
             for cfg in CANDIDATES:
-                def run():
+                def run(q=q, k=k, v=v, out=out, D=D, pv_fp8=pv_fp8, cfg=cfg):
                     attention_forward(q, k, v, out, sm_scale=D ** -0.5, is_causal=args.causal,
                                       q_gran="per_thread", k_gran="per_thread", pv_fp8=pv_fp8,
                                       config=cfg)
@@ -44,7 +44,7 @@ def main() -> int:
                     tops = attention_tops(B, H, N, D, args.causal, median_ms(run, budget_ms=300))
                     print(f"D={D} fp8={pv_fp8!s:5s} causal={args.causal!s:5s} {cfg}: {tops:.0f} TOPS",
                           flush=True)
-                except Exception as exc:  # too much shared memory etc.
+                except Exception as exc:  # noqa: BLE001 - too much shared memory etc.
                     print(f"D={D} fp8={pv_fp8} {cfg}: failed {type(exc).__name__}: {str(exc)[:100]}",
                           flush=True)
     return 0

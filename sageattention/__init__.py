@@ -12,9 +12,9 @@ from .core import (
 __all__ = [
     "__version__",
     "sageattn",
-    "sageattn_qk_int8_pv_fp16_triton",
-    "sageattn_qk_int8_pv_fp16_cuda",
     "sageattn_qk_int8_pv_fp8_cuda",
     "sageattn_qk_int8_pv_fp8_cuda_sm90",
+    "sageattn_qk_int8_pv_fp16_cuda",
+    "sageattn_qk_int8_pv_fp16_triton",
     "sageattn_varlen",
 ]

@@ -7,7 +7,7 @@ package honours it; docs/api.md lists every difference.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -89,7 +89,7 @@ def sageattn(
     v: torch.Tensor,
     tensor_layout: str = "HND",
     is_causal: bool = False,
-    sm_scale: Optional[float] = None,
+    sm_scale: float | None = None,
     return_lse: bool = False,
     **kwargs: Any,
 ):
@@ -129,8 +129,8 @@ def sageattn_qk_int8_pv_fp16_triton(
     tensor_layout: str = "HND",
     quantization_backend: str = "triton",
     is_causal: bool = False,
-    attn_mask: Optional[torch.Tensor] = None,
-    sm_scale: Optional[float] = None,
+    attn_mask: torch.Tensor | None = None,
+    sm_scale: float | None = None,
     smooth_k: bool = True,
     return_lse: bool = False,
     **kwargs: Any,
@@ -158,7 +158,7 @@ def sageattn_qk_int8_pv_fp16_cuda(
     tensor_layout: str = "HND",
     is_causal: bool = False,
     qk_quant_gran: str = "per_thread",
-    sm_scale: Optional[float] = None,
+    sm_scale: float | None = None,
     pv_accum_dtype: str = "fp32",
     smooth_k: bool = True,
     smooth_v: bool = False,
@@ -194,7 +194,7 @@ def sageattn_qk_int8_pv_fp8_cuda(
     tensor_layout: str = "HND",
     is_causal: bool = False,
     qk_quant_gran: str = "per_thread",
-    sm_scale: Optional[float] = None,
+    sm_scale: float | None = None,
     pv_accum_dtype: str = "fp32+fp16",
     smooth_k: bool = True,
     smooth_v: bool = False,
@@ -224,7 +224,7 @@ def sageattn_qk_int8_pv_fp8_cuda_sm90(
     tensor_layout: str = "HND",
     is_causal: bool = False,
     qk_quant_gran: str = "per_thread",
-    sm_scale: Optional[float] = None,
+    sm_scale: float | None = None,
     pv_accum_dtype: str = "fp32+fp32",
     smooth_k: bool = True,
     return_lse: bool = False,
@@ -250,7 +250,7 @@ def sageattn_varlen(
     max_seqlen_q: int,
     max_seqlen_k: int,
     is_causal: bool = False,
-    sm_scale: Optional[float] = None,
+    sm_scale: float | None = None,
     smooth_k: bool = True,
     **kwargs: Any,
 ):

@@ -28,10 +28,10 @@ class Plan:
     qk_quant_gran: str = "per_thread"
     pv_accum: str = "fp32+fp32"  # FP8 P·V accumulation (triton.forward.fp8_accumulate_every)
 
-    def with_gran(self, gran: str) -> "Plan":
+    def with_gran(self, gran: str) -> Plan:
         return replace(self, qk_quant_gran=gran)
 
-    def with_accum(self, pv_accum: str) -> "Plan":
+    def with_accum(self, pv_accum: str) -> Plan:
         return replace(self, pv_accum=pv_accum)
 
 

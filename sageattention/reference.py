@@ -50,7 +50,7 @@ def attention_fp64(q, k, v, tensor_layout="HND", is_causal=False, sm_scale=None,
                    return_lse=False):
     """Exact attention in float64 on the CPU; output in float64, layout as given."""
     q, k, v = (_to_hnd(t, tensor_layout).detach().cpu().double() for t in (q, k, v))
-    B, H, Nq, D = q.shape
+    _, H, Nq, D = q.shape
     Nk = k.shape[2]
     sm_scale = 1.0 / math.sqrt(D) if sm_scale is None else sm_scale
     k, v = _repeat_kv(k, H), _repeat_kv(v, H)
@@ -75,7 +75,7 @@ def quantize_groups(x: torch.Tensor, mode: int, tile: int, scale_mult: float = 1
     x = x.float()
     if mean is not None:
         x = x - mean.float()[:, :, None, :]
-    B, H, N, D = x.shape
+    B, H, N, _ = x.shape
     gid = granularity.group_ids(N, mode, tile, device=x.device)
     ng = int(gid.max().item()) + 1 if N else 0
     row_amax = x.abs().amax(dim=-1)  # [B, H, N]
@@ -94,7 +94,7 @@ def _online_softmax_pv(q8, qs, k8, ks, v, keep, bias2, block_n, pv):
     v [B,H,N,D] (float, or fp8-quantized float values when pv == "fp8"); keep [B,H,M,N] bool;
     bias2 additive bias in base-2 units. Returns (acc / l, lse in base 2).
     """
-    B, H, M, D = q8.shape
+    B, H, M, _ = q8.shape
     N = k8.shape[2]
     m_i = torch.full((B, H, M), float("-inf"), dtype=torch.float32)
     l_i = torch.zeros((B, H, M), dtype=torch.float32)

@@ -6,12 +6,11 @@ Thresholds: the fp16 P·V paths must beat the original's figures on the anchor c
 """
 import pytest
 import torch
+from kernel_model import kernel_model
 
 import sageattention as sa
 from sageattention import reference
 from sageattention.testing import make_qkv
-
-from kernel_model import kernel_model
 
 pytestmark = pytest.mark.gpu
 
@@ -81,8 +80,8 @@ def test_anchor_accuracy_fp16_pv_beats_the_original(seed):
     # The original: fp16_triton 0.0130 / 0.99991, fp16_cuda 0.0111 / 0.99994 on this shape.
     q, k, v = make_qkv(2, 8, 8, 2048, 2048, 128, device="cuda")
     exact = reference.attention_fp64(q, k, v)
-    for name in FP16_PATHS:
-        acc = reference.accuracy(FP16_PATHS[name](q, k, v), exact)
+    for name, fn in FP16_PATHS.items():
+        acc = reference.accuracy(fn(q, k, v), exact)
         assert acc["rel_l1"] <= 0.013 and acc["cosine"] >= 0.9999, (name, acc)
 
 

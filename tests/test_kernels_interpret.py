@@ -5,12 +5,12 @@ the quantized model closely (same algorithm), and it is close to exact fp64 atte
 """
 import pytest
 import torch
+from kernel_model import kernel_model as _model
+from kernel_model import kernel_model_varlen
 
 import sageattention as sa
 from sageattention import granularity, reference
 from sageattention.testing import make_qkv
-
-from kernel_model import kernel_model as _model, kernel_model_varlen
 
 pytestmark = pytest.mark.interpret
 
@@ -227,7 +227,7 @@ def test_sm_scale_and_sdpa_scale_keyword(seed):
 def test_smooth_k_false_is_honoured_by_sageattn(seed):
     q, k, v = make_qkv(1, 2, 2, 64, 64, 64, kind="outliers")
     out = sa.sageattn(q, k, v, smooth_k=False)
-    kw = dict(q_gran="per_thread", k_gran="per_thread")
+    kw = {"q_gran": "per_thread", "k_gran": "per_thread"}
     to_rough = reference.accuracy(out, _model(q, k, v, smooth_k=False, **kw))["rel_l1"]
     to_smooth = reference.accuracy(out, _model(q, k, v, smooth_k=True, **kw))["rel_l1"]
     assert to_rough < 1e-2 and to_rough < to_smooth / 3, (to_rough, to_smooth)
