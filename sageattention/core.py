@@ -83,6 +83,13 @@ def _warn_unknown(kwargs: dict, where: str) -> None:
                           f"{names}")
 
 
+def _kernel_entry_kwargs(kwargs: dict, sm_scale, where: str):
+    """(attn_mask, sm_scale) for the kernel-specific entry points, which know no other keyword."""
+    attn_mask, sm_scale, rest = _sdpa_kwargs(kwargs, sm_scale, where)
+    _warn_unknown(rest, where)
+    return attn_mask, sm_scale
+
+
 def sageattn(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -143,8 +150,7 @@ def sageattn_qk_int8_pv_fp16_triton(
     ("triton" or "cuda"); quantization always runs in Triton.
     """
     _checks.check_choice("quantization_backend", quantization_backend, ("triton", "cuda"))
-    kw_mask, sm_scale, kwargs = _sdpa_kwargs(kwargs, sm_scale, "sageattn_qk_int8_pv_fp16_triton")
-    _warn_unknown(kwargs, "sageattn_qk_int8_pv_fp16_triton")
+    kw_mask, sm_scale = _kernel_entry_kwargs(kwargs, sm_scale, "sageattn_qk_int8_pv_fp16_triton")
     mask = attn_mask if attn_mask is not None else kw_mask
     return _run(q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, sm_scale=sm_scale,
                 smooth_k=smooth_k, return_lse=return_lse, attn_mask=mask,
@@ -172,8 +178,7 @@ def sageattn_qk_int8_pv_fp16_cuda(
     """
     _checks.check_choice("qk_quant_gran", qk_quant_gran, _QK_GRANS)
     _checks.check_choice("pv_accum_dtype", pv_accum_dtype, _FP16_ACCUM)
-    attn_mask, sm_scale, kwargs = _sdpa_kwargs(kwargs, sm_scale, "sageattn_qk_int8_pv_fp16_cuda")
-    _warn_unknown(kwargs, "sageattn_qk_int8_pv_fp16_cuda")
+    attn_mask, sm_scale = _kernel_entry_kwargs(kwargs, sm_scale, "sageattn_qk_int8_pv_fp16_cuda")
     return _run(q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, sm_scale=sm_scale,
                 smooth_k=smooth_k, smooth_v=smooth_v, return_lse=return_lse, attn_mask=attn_mask,
                 plan=Plan(pv_fp8=False, qk_quant_gran=qk_quant_gran))
@@ -210,8 +215,7 @@ def sageattn_qk_int8_pv_fp8_cuda(
     """
     _checks.check_choice("qk_quant_gran", qk_quant_gran, _QK_GRANS)
     _checks.check_choice("pv_accum_dtype", pv_accum_dtype, _FP8_ACCUM)
-    attn_mask, sm_scale, kwargs = _sdpa_kwargs(kwargs, sm_scale, "sageattn_qk_int8_pv_fp8_cuda")
-    _warn_unknown(kwargs, "sageattn_qk_int8_pv_fp8_cuda")
+    attn_mask, sm_scale = _kernel_entry_kwargs(kwargs, sm_scale, "sageattn_qk_int8_pv_fp8_cuda")
     return _run(q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, sm_scale=sm_scale,
                 smooth_k=smooth_k, smooth_v=smooth_v, return_lse=return_lse, attn_mask=attn_mask,
                 plan=_fp8_plan(q, qk_quant_gran, pv_accum_dtype, "sageattn_qk_int8_pv_fp8_cuda"))
@@ -233,8 +237,7 @@ def sageattn_qk_int8_pv_fp8_cuda_sm90(
     """The Hopper entry point of the FP8 P·V attention (same kernel as the FP8 path today)."""
     _checks.check_choice("qk_quant_gran", qk_quant_gran, _QK_GRANS)
     _checks.check_choice("pv_accum_dtype", pv_accum_dtype, _FP8_ACCUM)
-    attn_mask, sm_scale, kwargs = _sdpa_kwargs(kwargs, sm_scale, "sageattn_qk_int8_pv_fp8_cuda_sm90")
-    _warn_unknown(kwargs, "sageattn_qk_int8_pv_fp8_cuda_sm90")
+    attn_mask, sm_scale = _kernel_entry_kwargs(kwargs, sm_scale, "sageattn_qk_int8_pv_fp8_cuda_sm90")
     return _run(q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, sm_scale=sm_scale,
                 smooth_k=smooth_k, return_lse=return_lse, attn_mask=attn_mask,
                 plan=_fp8_plan(q, qk_quant_gran, pv_accum_dtype,

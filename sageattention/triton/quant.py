@@ -15,6 +15,24 @@ from . import _common
 
 
 @triton.jit
+def _load_tile(X, MEAN, stride_xb, stride_xh, stride_xn, stride_xd, stride_mb, stride_mh,
+               N, D, TILE: tl.constexpr, D_PAD: tl.constexpr, HAS_MEAN: tl.constexpr):
+    """The program's [TILE, D_PAD] tile of x[b, h] (grid: row tiles, heads, batch) in fp32,
+    zero outside [N, D], with the channel mean subtracted when HAS_MEAN."""
+    h = tl.program_id(1).to(tl.int64)
+    b = tl.program_id(2).to(tl.int64)
+    rows = tl.program_id(0) * TILE + tl.arange(0, TILE)
+    cols = tl.arange(0, D_PAD)
+    inside = (rows < N)[:, None] & (cols < D)[None, :]
+    x = tl.load(X + b * stride_xb + h * stride_xh + rows[:, None].to(tl.int64) * stride_xn
+                + cols[None, :] * stride_xd, mask=inside, other=0.0).to(tl.float32)
+    if HAS_MEAN:
+        mean = tl.load(MEAN + b * stride_mb + h * stride_mh + cols, mask=cols < D, other=0.0)
+        x = tl.where(inside, x - mean[None, :], 0.0)
+    return b, h, rows, cols, x
+
+
+@triton.jit
 def _quant_int8_kernel(
     X, MEAN, Y, S,
     stride_xb, stride_xh, stride_xn, stride_xd,
@@ -24,17 +42,8 @@ def _quant_int8_kernel(
     N, D, scale_mult,
     TILE: tl.constexpr, D_PAD: tl.constexpr, MODE: tl.constexpr, HAS_MEAN: tl.constexpr,
 ):
-    pid_n = tl.program_id(0)
-    h = tl.program_id(1).to(tl.int64)
-    b = tl.program_id(2).to(tl.int64)
-    rows = pid_n * TILE + tl.arange(0, TILE)
-    cols = tl.arange(0, D_PAD)
-    inside = (rows < N)[:, None] & (cols < D)[None, :]
-    x = tl.load(X + b * stride_xb + h * stride_xh + rows[:, None].to(tl.int64) * stride_xn
-                + cols[None, :] * stride_xd, mask=inside, other=0.0).to(tl.float32)
-    if HAS_MEAN:
-        mean = tl.load(MEAN + b * stride_mb + h * stride_mh + cols, mask=cols < D, other=0.0)
-        x = tl.where(inside, x - mean[None, :], 0.0)
+    b, h, rows, cols, x = _load_tile(X, MEAN, stride_xb, stride_xh, stride_xn, stride_xd,
+                                     stride_mb, stride_mh, N, D, TILE, D_PAD, HAS_MEAN)
     y, amax = _common.quantize_rows(x, TILE, MODE)
     tl.store(Y + b * stride_yb + h * stride_yh + rows[:, None].to(tl.int64) * stride_yn
              + cols[None, :], y)
@@ -144,17 +153,8 @@ def _quant_fp8_v_kernel(
     N, D,
     TILE: tl.constexpr, D_PAD: tl.constexpr, HAS_MEAN: tl.constexpr,
 ):
-    pid_n = tl.program_id(0)
-    h = tl.program_id(1).to(tl.int64)
-    b = tl.program_id(2).to(tl.int64)
-    rows = pid_n * TILE + tl.arange(0, TILE)
-    cols = tl.arange(0, D_PAD)
-    inside = (rows < N)[:, None] & (cols < D)[None, :]
-    v = tl.load(V + b * stride_vb + h * stride_vh + rows[:, None].to(tl.int64) * stride_vn
-                + cols[None, :] * stride_vd, mask=inside, other=0.0).to(tl.float32)
-    if HAS_MEAN:
-        mean = tl.load(MEAN + b * stride_mb + h * stride_mh + cols, mask=cols < D, other=0.0)
-        v = tl.where(inside, v - mean[None, :], 0.0)
+    b, h, rows, cols, v = _load_tile(V, MEAN, stride_vb, stride_vh, stride_vn, stride_vd,
+                                     stride_mb, stride_mh, N, D, TILE, D_PAD, HAS_MEAN)
     scale = tl.load(SCALE + b * stride_sb + h * stride_sh + cols)  # max|v| / 448 per channel
     y = (v / scale[None, :]).to(tl.float8e4nv)
     # Stored transposed ([D_pad, N_pad]) so P @ V reads V with the reduction axis contiguous.
