@@ -13,6 +13,7 @@ import torch
 
 from . import _checks
 from .dispatch import Plan, default_plan, has_fp8_mma
+from .launch import attention
 
 _FP16_ACCUM = ("fp16", "fp16+fp32", "fp32")
 _FP8_ACCUM = ("fp32", "fp32+fp32", "fp32+fp16")
@@ -37,28 +38,14 @@ def _run(q, k, v, *, tensor_layout, is_causal, sm_scale, smooth_k, return_lse, p
     scale = _checks.check_sm_scale(sm_scale, D)
     mask = _checks.check_mask(attn_mask, qh.shape, kh.shape[2], q.device, q.dtype)
 
-    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    oh = out.transpose(1, 2) if layout == "NHD" else out
     if Nq == 0:
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         lse = torch.empty((B, Hq, 0), dtype=torch.float32, device=q.device)
         return (out, lse) if return_lse else out
-    from .triton.forward import attention_forward  # Triton is imported on first use only
-
-    with torch.cuda.device(q.device) if q.device.type == "cuda" else _nullcontext():
-        lse = attention_forward(
-            qh, kh, vh, oh, sm_scale=scale, is_causal=is_causal, smooth_k=smooth_k,
-            smooth_v=smooth_v and plan.pv_fp8, q_gran=plan.qk_quant_gran,
-            k_gran=plan.qk_quant_gran, pv_fp8=plan.pv_fp8, attn_mask=mask, return_lse=return_lse,
-            pv_accum=plan.pv_accum)
+    out, lse = attention(q, k, v, mask, scale, layout, is_causal, smooth_k,
+                         smooth_v and plan.pv_fp8, plan.qk_quant_gran, plan.pv_fp8, plan.pv_accum,
+                         return_lse)
     return (out, lse) if return_lse else out
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _sdpa_kwargs(kwargs: dict, sm_scale, where: str):
@@ -292,7 +279,7 @@ def sageattn_varlen(
     from .triton.forward import attention_forward
 
     plan = default_plan(q.device, q.shape[-1])
-    with torch.cuda.device(q.device) if q.device.type == "cuda" else _nullcontext():
+    with torch.cuda.device(q.device) if q.device.type == "cuda" else _checks.nullcontext():
         lse = attention_forward(
             qh, kh, vh, out.transpose(0, 1)[None], sm_scale=scale, is_causal=is_causal,
             smooth_k=smooth_k, q_gran="per_block", k_gran="per_block", pv_fp8=plan.pv_fp8,

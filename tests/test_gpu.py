@@ -191,3 +191,14 @@ def test_fully_masked_rows_and_huge_values_stay_finite():
         out, lse = fn(q, k, v, attn_mask=mask, return_lse=True)
         assert torch.isfinite(out).all() and torch.all(out[:, :, 9] == 0)
         assert torch.isneginf(lse[:, :, 9]).all()
+
+
+def test_torch_compile_fullgraph(seed):
+    q, k, v = make_qkv(2, 8, 8, 1000, 1000, 128, device="cuda", layout="NHD")
+
+    def f(q, k, v):
+        return sa.sageattn(q, k, v, tensor_layout="NHD", is_causal=True)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True)
+    assert torch.equal(compiled(q, k, v), f(q, k, v))

@@ -231,3 +231,36 @@ def test_smooth_k_false_is_honoured_by_sageattn(seed):
     to_rough = reference.accuracy(out, _model(q, k, v, smooth_k=False, **kw))["rel_l1"]
     to_smooth = reference.accuracy(out, _model(q, k, v, smooth_k=True, **kw))["rel_l1"]
     assert to_rough < 1e-2 and to_rough < to_smooth / 3, (to_rough, to_smooth)
+
+
+def test_torch_compile_fullgraph_traces_sageattn(seed):
+    # Dynamo must trace the whole call (checks, dispatch, quantization, attention) into one
+    # graph: the kernels sit behind the custom op torch.ops.sageattention.triton_attention.
+    q, k, v = make_qkv(1, 2, 2, 40, 40, 64, layout="NHD")
+
+    def f(q, k, v):
+        return sa.sageattn(q, k, v, tensor_layout="NHD", is_causal=True, return_lse=True)
+
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    out, lse = torch.compile(f, fullgraph=True, backend=backend)(q, k, v)
+    want, want_lse = f(q, k, v)
+    assert torch.equal(out, want) and torch.equal(lse, want_lse)
+    assert len(graphs) == 1 and "sageattention.triton_attention" in graphs[0].code
+
+
+def test_fake_implementation_shapes():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        q = torch.empty(2, 50, 4, 96, dtype=torch.bfloat16)  # NHD
+        k = torch.empty(2, 70, 2, 96, dtype=torch.bfloat16)
+        out, lse = torch.ops.sageattention.triton_attention(
+            q, k, k, None, 0.1, "NHD", False, True, False, "per_thread", False, "fp32+fp32", True)
+    assert out.shape == q.shape and out.dtype == torch.bfloat16
+    assert lse.shape == (2, 4, 50) and lse.dtype == torch.float32

@@ -1,0 +1,68 @@
+"""The one call from the entry points into the Triton kernels.
+
+Eagerly it is a plain function call. Under torch.compile it goes through the custom op
+``torch.ops.sageattention.triton_attention`` with a fake (meta) implementation, so
+``torch.compile(fullgraph=True)`` traces a call to ``sageattn`` (quantization included) without a
+graph break: the compiler sees one opaque node with known output shapes.
+"""
+# No `from __future__ import annotations` here: torch.library.custom_op reads the annotations
+# of _attention_impl at import time to build the op's schema.
+from typing import Optional
+
+import torch
+
+from . import _checks
+
+
+def _attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    attn_mask: Optional[torch.Tensor],  # noqa: FA100 - runtime annotation
+                    sm_scale: float, tensor_layout: str,
+                    is_causal: bool, smooth_k: bool, smooth_v: bool, qk_quant_gran: str,
+                    pv_fp8: bool, pv_accum: str,
+                    return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    from .triton.forward import attention_forward  # Triton is imported on first use only
+
+    nhd = tensor_layout == "NHD"
+    qh, kh, vh = (t.transpose(1, 2) if nhd else t for t in (q, k, v))
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    device = torch.cuda.device(q.device) if q.device.type == "cuda" else _checks.nullcontext()
+    with device:
+        lse = attention_forward(
+            qh, kh, vh, out.transpose(1, 2) if nhd else out, sm_scale=sm_scale,
+            is_causal=is_causal, smooth_k=smooth_k, smooth_v=smooth_v, q_gran=qk_quant_gran,
+            k_gran=qk_quant_gran, pv_fp8=pv_fp8, attn_mask=attn_mask, return_lse=return_lse,
+            pv_accum=pv_accum)
+    if lse is None:
+        lse = torch.empty((0,), dtype=torch.float32, device=q.device)
+    return out, lse
+
+
+def _fake(q, k, v, attn_mask, sm_scale, tensor_layout, is_causal, smooth_k, smooth_v,
+          qk_quant_gran, pv_fp8, pv_accum, return_lse):
+    B = q.shape[0]
+    Hq, Nq = (q.shape[2], q.shape[1]) if tensor_layout == "NHD" else (q.shape[1], q.shape[2])
+    lse_shape = (B, Hq, Nq) if return_lse else (0,)
+    return q.new_empty(q.shape), q.new_empty(lse_shape, dtype=torch.float32)
+
+
+_custom_op = None
+if hasattr(torch.library, "custom_op"):  # torch >= 2.4
+    _custom_op = torch.library.custom_op("sageattention::triton_attention", mutates_args=())(
+        _attention_impl)
+    _custom_op.register_fake(_fake)
+
+
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling")
+                and compiler.is_compiling())
+
+
+def attention(q, k, v, attn_mask, sm_scale, tensor_layout, is_causal, smooth_k, smooth_v,
+              qk_quant_gran, pv_fp8, pv_accum, return_lse):
+    """(out, lse) for checked inputs; lse is an empty tensor when return_lse is False."""
+    args = (q, k, v, attn_mask, float(sm_scale), tensor_layout, bool(is_causal), bool(smooth_k),
+            bool(smooth_v), qk_quant_gran, bool(pv_fp8), pv_accum, bool(return_lse))
+    if _custom_op is not None and _compiling():
+        return _custom_op(*args)
+    return _attention_impl(*args)  # eager: skip the dispatcher's per-call cost
