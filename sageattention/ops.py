@@ -1,0 +1,167 @@
+"""Loads the compiled CUDA extension, or says once exactly why it cannot and what to install.
+
+The extension (csrc/, built by setup.py into ``sageattention._C``) is optional: a build without
+it (no nvcc, SAGEATTENTION_SKIP_CUDA_BUILD=1, a source checkout) runs the Triton kernels and
+says nothing. A build *with* it that cannot be used here (torch or CUDA variant other than the
+one it was compiled against, a missing DLL / undefined symbol, a GPU architecture it was not
+compiled for) prints one message naming what the wheel was built for, what this environment
+has and what to install, then runs the Triton kernels; ``SAGEATTENTION_STRICT=1`` raises instead.
+Nothing here runs a compiler or any tool: what the build knew is in ``_build_info``.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from packaging.version import InvalidVersion, Version
+
+EXTENSION_MODULE = "sageattention._C"
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    version: str
+    torch_version: str | None = None  # e.g. "2.8.0" (no local part)
+    cuda_version: str | None = None  # e.g. "12.9", the CUDA of that torch build
+    cuda_archs: tuple = ()  # e.g. ("8.0", "8.6", "9.0")
+    abi_flavour: str = "none"  # none | cpython | abi3 | stable
+    compiled_extension: bool = False
+    optional_paths: dict = field(default_factory=dict)
+
+    @property
+    def variant(self) -> str:
+        return "cu" + self.cuda_version.replace(".", "") if self.cuda_version else "cpu"
+
+
+def build_info() -> BuildInfo:
+    """What the build recorded; a source checkout (no _build_info.py) has no extension."""
+    from ._version import __version__
+
+    try:
+        info = importlib.import_module("sageattention._build_info")
+    except ImportError:
+        return BuildInfo(version=__version__)
+    return BuildInfo(
+        version=getattr(info, "VERSION", __version__),
+        torch_version=getattr(info, "TORCH_VERSION", None),
+        cuda_version=getattr(info, "CUDA_VERSION", None),
+        cuda_archs=tuple(getattr(info, "CUDA_ARCHS", ())),
+        abi_flavour=getattr(info, "ABI_FLAVOUR", "none"),
+        compiled_extension=bool(getattr(info, "COMPILED_EXTENSION", False)),
+        optional_paths=dict(getattr(info, "OPTIONAL_PATHS", {})),
+    )
+
+
+def _base(version: str) -> Version:
+    return Version(Version(version).base_version)
+
+
+def environment_mismatch(info: BuildInfo, torch_version: str, cuda_version: str | None) -> str | None:
+    """Why an extension built as ``info`` cannot load under this torch, or None if it can."""
+    try:
+        have = _base(torch_version)
+        built = _base(info.torch_version) if info.torch_version else None
+    except InvalidVersion:
+        return f"cannot compare torch versions {torch_version!r} and {info.torch_version!r}"
+    if built is None:
+        return "the build recorded no torch version"
+    if info.abi_flavour == "stable":
+        # Stable-ABI wheels run on the torch they were built against and every later one.
+        if have < built:
+            return f"it needs torch {built} or newer"
+    elif (have.major, have.minor, have.micro) != (built.major, built.minor, built.micro):
+        return "torch versions differ (compiled extensions are tied to one torch release)"
+    if cuda_version is None:
+        return "this torch has no CUDA support (a CPU-only build)"
+    if info.cuda_version and cuda_version.split(".")[:2] != info.cuda_version.split(".")[:2]:
+        return "CUDA variants differ"
+    return None
+
+
+def describe(info: BuildInfo, reason: str, torch_version: str, cuda_version: str | None,
+             detail: str = "") -> str:
+    """The one message a user sees: built for, have, what to do."""
+    have_variant = "cu" + cuda_version.replace(".", "") if cuda_version else "cpu"
+    built_for = f"torch {info.torch_version}" + (" and higher" if info.abi_flavour == "stable" else "")
+    lines = [
+        f"sageattention {info.version}: the compiled CUDA kernels cannot be used ({reason}).",
+        (f"  built for: {built_for} with CUDA {info.cuda_version} ({info.variant}), "
+        f"GPU archs {' '.join(info.cuda_archs) or 'none'}"),
+        f"  this environment: torch {torch_version} ({have_variant})",
+    ]
+    if detail:
+        lines.append(f"  error: {detail}")
+    lines.append(
+        f"  fix: install the sageattention wheel built for torch {_safe_base(torch_version)} "
+        f"{have_variant} (or torch {info.torch_version} {info.variant}); never let pip replace "
+        "torch to suit sageattention.")
+    lines.append("  Running the Triton kernels instead (slower). Set SAGEATTENTION_STRICT=1 to make "
+                 "this an error.")
+    return "\n".join(lines)
+
+
+def _safe_base(v: str) -> str:
+    try:
+        return str(_base(v))
+    except InvalidVersion:
+        return v
+
+
+def _strict() -> bool:
+    return os.environ.get("SAGEATTENTION_STRICT", "0") not in ("", "0")
+
+
+def _report(message: str) -> None:
+    if _strict():
+        raise RuntimeError(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+@dataclass
+class _State:
+    tried: bool = False
+    module: object = None
+    reason: str | None = None
+
+
+_state = _State()
+
+
+def load(info: BuildInfo | None = None, importer=importlib.import_module):
+    """The extension module, or None (Triton path). Reports a failure once per process."""
+    if _state.tried:
+        return _state.module
+    _state.tried = True
+    info = info or build_info()
+    if not info.compiled_extension:
+        _state.reason = "this installation has no compiled kernels (Triton only)"
+        return None
+    torch_version, cuda_version = torch.__version__, torch.version.cuda
+    mismatch = environment_mismatch(info, torch_version, cuda_version)
+    if mismatch:
+        _state.reason = mismatch
+        _report(describe(info, mismatch, torch_version, cuda_version))
+        return None
+    try:
+        _state.module = importer(EXTENSION_MODULE)
+    except (ImportError, OSError) as exc:  # "DLL load failed", "undefined symbol", ...
+        _state.reason = "the extension failed to load"
+        _report(describe(info, _state.reason, torch_version, cuda_version, detail=str(exc)))
+    return _state.module
+
+
+def arch_supported(info: BuildInfo, capability: tuple) -> str | None:
+    """None if the extension has machine code for this GPU, else the reason."""
+    arch = f"{capability[0]}.{capability[1]}"
+    if arch in info.cuda_archs:
+        return None
+    return (f"it has no code for this GPU (sm_{capability[0]}{capability[1]}); compiled for "
+            + " ".join(f"sm_{a.replace('.', '')}" for a in info.cuda_archs))
+
+
+def reset() -> None:
+    """Forget the cached result (tests)."""
+    _state.tried, _state.module, _state.reason = False, None, None

@@ -1,0 +1,86 @@
+"""sageattention.ops: the loader of the compiled extension explains every failure."""
+import pytest
+
+from sageattention import ops
+
+BUILT = ops.BuildInfo(version="2.2.0.post1", torch_version="2.8.0", cuda_version="12.9",
+                      cuda_archs=("8.0", "8.6", "8.9", "9.0", "12.0"), abi_flavour="abi3",
+                      compiled_extension=True)
+
+
+@pytest.fixture(autouse=True)
+def fresh_loader(monkeypatch):
+    ops.reset()
+    monkeypatch.delenv("SAGEATTENTION_STRICT", raising=False)
+    yield
+    ops.reset()
+
+
+@pytest.mark.parametrize("torch_v,cuda_v,expect", [
+    ("2.8.0+cu129", "12.9", None),
+    ("2.8.0", "12.9", None),
+    ("2.9.1+cu129", "12.9", "torch versions differ"),
+    ("2.8.0+cu128", "12.8", "CUDA variants differ"),
+    ("2.8.0+cpu", None, "CPU-only"),
+])
+def test_environment_mismatch(torch_v, cuda_v, expect):
+    got = ops.environment_mismatch(BUILT, torch_v, cuda_v)
+    assert (got is None) if expect is None else (expect in got)
+
+
+def test_stable_abi_accepts_newer_torch_only():
+    stable = ops.BuildInfo(version="x", torch_version="2.10.0", cuda_version="13.0",
+                           abi_flavour="stable", compiled_extension=True)
+    assert ops.environment_mismatch(stable, "2.11.0+cu130", "13.0") is None
+    assert "2.10.0 or newer" in ops.environment_mismatch(stable, "2.9.1+cu130", "13.0")
+
+
+def test_no_extension_is_silent(recwarn):
+    assert ops.load(ops.BuildInfo(version="x")) is None
+    assert not recwarn.list
+
+
+def test_torch_mismatch_message_names_both_sides(monkeypatch):
+    monkeypatch.setattr(ops.torch, "__version__", "2.9.1+cu128")
+    monkeypatch.setattr(ops.torch.version, "cuda", "12.8")
+    with pytest.warns(RuntimeWarning) as rec:
+        assert ops.load(BUILT, importer=lambda name: pytest.fail("must not import")) is None
+    msg = str(rec[0].message)
+    for part in ("torch 2.8.0", "cu129", "torch 2.9.1+cu128", "wheel built for torch 2.9.1 cu128",
+                 "Triton", "SAGEATTENTION_STRICT"):
+        assert part in msg, part
+    ops.load(BUILT)  # reported once per process
+    assert len(rec) == 1
+
+
+def test_dll_failure_is_explained_and_strict_raises(monkeypatch):
+    monkeypatch.setattr(ops.torch, "__version__", "2.8.0+cu129")
+    monkeypatch.setattr(ops.torch.version, "cuda", "12.9")
+
+    def broken(name):
+        raise ImportError("DLL load failed while importing _C: The specified module could not be found.")
+
+    with pytest.warns(RuntimeWarning, match="DLL load failed"):
+        assert ops.load(BUILT, importer=broken) is None
+    ops.reset()
+    monkeypatch.setenv("SAGEATTENTION_STRICT", "1")
+    with pytest.raises(RuntimeError, match="failed to load"):
+        ops.load(BUILT, importer=broken)
+
+
+def test_successful_load_returns_the_module(monkeypatch):
+    monkeypatch.setattr(ops.torch, "__version__", "2.8.0+cu129")
+    monkeypatch.setattr(ops.torch.version, "cuda", "12.9")
+    sentinel = object()
+    assert ops.load(BUILT, importer=lambda name: sentinel) is sentinel
+
+
+def test_arch_check():
+    assert ops.arch_supported(BUILT, (8, 6)) is None
+    reason = ops.arch_supported(BUILT, (7, 5))
+    assert "sm_75" in reason and "sm_80 sm_86 sm_89 sm_90 sm_120" in reason
+
+
+def test_build_info_of_a_source_checkout_has_no_extension():
+    info = ops.build_info()
+    assert info.version and isinstance(info.cuda_archs, tuple)
