@@ -66,12 +66,53 @@ def _cuda_sources():
     return sorted(out)
 
 
-def cuda_extensions():
-    """Return the list of compiled extensions to build (currently always empty).
+# Archs built when TORCH_CUDA_ARCH_LIST is unset: the wheel builders' list.
+DEFAULT_ARCHS = "8.0 8.6 8.9 9.0 12.0"
+# Oldest nvcc that can target each arch (shared/FACTS.md); others are dropped with a message.
+MIN_NVCC_FOR_ARCH = {"8.9": (12, 4), "9.0": (12, 3), "12.0": (12, 8)}
 
-    This is the single hook for the optional CUDA extension. When csrc/ gains sources, build
-    ``torch.utils.cpp_extension.CUDAExtension`` objects here (torch is imported lazily, only
-    in that branch, so the pure-Python/Triton package never needs torch at build time).
+# Filled by cuda_extensions() for _build_info.py.
+BUILD_FACTS = {}
+
+
+def _cuda_home(nvcc):
+    """The toolkit root torch should use: CUDA_HOME/CUDA_PATH, the folder above nvcc's bin/, or
+    /usr/local/cuda; the first that has include/cuda_runtime.h (nvcc may be a wrapper script)."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"),
+                  os.path.dirname(os.path.dirname(os.path.realpath(nvcc))), "/usr/local/cuda"]
+    for root in filter(None, candidates):
+        if os.path.isfile(os.path.join(root, "include", "cuda_runtime.h")):
+            return root
+    return None
+
+
+def _nvcc_version(nvcc):
+    out = subprocess.run([nvcc, "--version"], stdout=subprocess.PIPE, text=True, check=False).stdout
+    m = re.search(r"release (\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _arch_list(nvcc_version):
+    """Archs to compile: TORCH_CUDA_ARCH_LIST (or the default) minus what this nvcc can't build."""
+    requested = os.environ.get("TORCH_CUDA_ARCH_LIST") or DEFAULT_ARCHS
+    archs = []
+    for arch in requested.replace(";", " ").split():
+        base = arch.replace("+PTX", "")
+        need = MIN_NVCC_FOR_ARCH.get(base)
+        if need and nvcc_version and nvcc_version < need:
+            _say(f"dropping arch {arch}: it needs nvcc >= {need[0]}.{need[1]}, this nvcc is "
+                 f"{nvcc_version[0]}.{nvcc_version[1]}")
+            continue
+        archs.append(arch)
+    return archs
+
+
+def cuda_extensions():
+    """The compiled extension sageattention._C, or [] with a one-line reason.
+
+    torch is imported only here and only when sources exist, so the pure-Python/Triton package
+    never needs torch at build time. Building the extension needs the torch it will run with:
+    `pip install . --no-build-isolation` (pip's isolated build environment has no torch).
     """
     if os.environ.get("SAGEATTENTION_SKIP_CUDA_BUILD", "") == "1":
         _say("SAGEATTENTION_SKIP_CUDA_BUILD=1, building the pure-Python/Triton package only")
@@ -86,11 +127,55 @@ def cuda_extensions():
         _say(f"no CUDA sources in csrc/ yet (nvcc: {nvcc}), building the pure-Python/Triton "
              "package only")
         return []
-    # Sources exist but the extension build is not wired up yet. A later change imports torch
-    # here (lazily) and returns CUDAExtension objects for `sources`.
-    _say(f"found {len(sources)} source file(s) in csrc/ but the CUDA extension build is not "
-         "implemented yet, building the pure-Python/Triton package only")
-    return []
+    cuda_home = _cuda_home(nvcc)
+    if cuda_home is None:
+        _say(f"found {nvcc} but no CUDA toolkit headers next to it (set CUDA_HOME), building "
+             "the pure-Python/Triton package only")
+        return []
+    os.environ["CUDA_HOME"] = cuda_home  # read by torch.utils.cpp_extension at import
+    try:
+        import torch
+        from torch.utils.cpp_extension import CUDAExtension
+    except ImportError:
+        _say("torch is not importable in this build environment (use `pip install . "
+             "--no-build-isolation` next to your torch), building the pure-Python/Triton "
+             "package only")
+        return []
+    if not torch.version.cuda:
+        _say(f"torch {torch.__version__} has no CUDA support, building the pure-Python/Triton "
+             "package only")
+        return []
+    nvcc_version = _nvcc_version(nvcc)
+    archs = _arch_list(nvcc_version)
+    if not archs:
+        _say("no GPU arch left to build, building the pure-Python/Triton package only")
+        return []
+    os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(archs)
+    torch_version = tuple(int(x) for x in re.findall(r"\d+", torch.__version__)[:2])
+    limited = torch_version >= (2, 6)  # abi3 needs torch's py_limited_api support
+    jobs = os.environ.get("MAX_JOBS") or str(max(1, min(os.cpu_count() or 1, 8)))
+    nvcc_threads = os.environ.get("NVCC_THREADS", "2")
+    cxx = ["/O2", "/Zc:preprocessor", "/permissive-", "/DUSE_CUDA=1"] if os.name == "nt" else ["-O3"]
+    nvcc_flags = ["-O3", "--threads", nvcc_threads, "-DUSE_CUDA=1"]  # torch picks the C++ std
+    if os.name == "nt":
+        nvcc_flags += ["-Xcompiler=/Zc:preprocessor", "-Xcompiler=/permissive-"]
+    os.environ.setdefault("MAX_JOBS", jobs)
+    BUILD_FACTS.update(
+        TORCH_VERSION=re.match(r"[\d.]+", torch.__version__).group(0).rstrip("."),
+        CUDA_VERSION=torch.version.cuda,
+        CUDA_ARCHS=tuple(a.replace("+PTX", "") for a in archs),
+        ABI_FLAVOUR="abi3" if limited else "cpython",
+        PY_LIMITED_API="cp310" if torch_version >= (2, 10) else "cp39",
+    )
+    _say(f"building sageattention._C for sm {' '.join(archs)} with nvcc "
+         f"{'.'.join(map(str, nvcc_version or ()))} against torch {torch.__version__} "
+         f"({BUILD_FACTS['ABI_FLAVOUR']}, MAX_JOBS={os.environ['MAX_JOBS']})")
+    return [CUDAExtension(
+        name=f"{PACKAGE}._C",
+        sources=sources,
+        py_limited_api=limited,
+        extra_compile_args={"cxx": cxx, "nvcc": nvcc_flags},
+    )]
 
 
 EXT_MODULES = cuda_extensions()
@@ -118,11 +203,11 @@ def build_info_source():
         ("VERSION", VERSION),
         ("GIT_SHA", _git_sha()),
         ("BUILT_AT", datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()),
-        # The values below describe the compiled extension; while none is built they are empty.
-        ("TORCH_VERSION", None),
-        ("CUDA_VERSION", None),
-        ("CUDA_ARCHS", ()),
-        ("ABI_FLAVOUR", "none"),
+        # The values below describe the compiled extension; without one they are empty.
+        ("TORCH_VERSION", BUILD_FACTS.get("TORCH_VERSION")),
+        ("CUDA_VERSION", BUILD_FACTS.get("CUDA_VERSION")),
+        ("CUDA_ARCHS", BUILD_FACTS.get("CUDA_ARCHS", ())),
+        ("ABI_FLAVOUR", BUILD_FACTS.get("ABI_FLAVOUR", "none")),
         ("COMPILED_EXTENSION", compiled),
         ("OPTIONAL_PATHS", {}),
     ]
@@ -146,17 +231,13 @@ class build_py(_build_py):
 
     def run(self):
         super().run()
-        text = build_info_source()
         targets = []
         if getattr(self, "editable_mode", False):
             targets.append(os.path.join(HERE, PACKAGE, BUILD_INFO_NAME))
         else:
             targets.append(os.path.join(self.build_lib, PACKAGE, BUILD_INFO_NAME))
         for path in targets:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text)
-            _say(f"wrote {path}")
+            _write_build_info(path)
 
     def get_outputs(self, include_bytecode=1):
         outputs = super().get_outputs(include_bytecode)
@@ -167,9 +248,36 @@ class build_py(_build_py):
         return outputs
 
 
+def _write_build_info(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(build_info_source())
+    _say(f"wrote {path}")
+
+
+def _cmdclass():
+    cmdclass = {"build_py": build_py}
+    if EXT_MODULES:
+        from torch.utils.cpp_extension import BuildExtension
+
+        class build_ext(BuildExtension):
+            """torch's BuildExtension; an in-place build also records itself in the source
+            tree (`python setup.py build_ext --inplace` is how the tests build the extension)."""
+
+            def run(self):
+                super().run()
+                if self.inplace:
+                    _write_build_info(os.path.join(HERE, PACKAGE, BUILD_INFO_NAME))
+
+        cmdclass["build_ext"] = build_ext
+    return cmdclass
+
+
 setup(
     version=VERSION,
     packages=find_packages(include=[PACKAGE, PACKAGE + ".*"]),
     ext_modules=EXT_MODULES,
-    cmdclass={"build_py": build_py},
+    cmdclass=_cmdclass(),
+    options=({"bdist_wheel": {"py_limited_api": BUILD_FACTS["PY_LIMITED_API"]}}
+             if BUILD_FACTS.get("ABI_FLAVOUR") == "abi3" else {}),
 )

@@ -125,6 +125,7 @@ class _State:
     tried: bool = False
     module: object = None
     reason: str | None = None
+    fakes_registered: bool = False
 
 
 _state = _State()
@@ -150,14 +151,19 @@ def load(info: BuildInfo | None = None, importer=importlib.import_module):
     except (ImportError, OSError) as exc:  # "DLL load failed", "undefined symbol", ...
         _state.reason = "the extension failed to load"
         _report(describe(info, _state.reason, torch_version, cuda_version, detail=str(exc)))
+        return None
+    _register_fakes()
     return _state.module
 
 
 def arch_supported(info: BuildInfo, capability: tuple) -> str | None:
-    """None if the extension has machine code for this GPU, else the reason."""
-    arch = f"{capability[0]}.{capability[1]}"
-    if arch in info.cuda_archs:
-        return None
+    """None if the extension has machine code for this GPU, else the reason.
+
+    A cubin for sm_XY also runs on sm_XZ with Z >= Y (same major version)."""
+    for arch in info.cuda_archs:
+        major, minor = (int(x) for x in arch.rstrip("a").split("."))
+        if major == capability[0] and minor <= capability[1]:
+            return None
     return (f"it has no code for this GPU (sm_{capability[0]}{capability[1]}); compiled for "
             + " ".join(f"sm_{a.replace('.', '')}" for a in info.cuda_archs))
 
@@ -165,3 +171,45 @@ def arch_supported(info: BuildInfo, capability: tuple) -> str | None:
 def reset() -> None:
     """Forget the cached result (tests)."""
     _state.tried, _state.module, _state.reason = False, None, None
+    _device_ok.clear()
+
+
+def _register_fakes() -> None:
+    """Shapes of the compiled ops for FakeTensorMode / torch.compile (no kernel runs)."""
+    register = getattr(torch.library, "register_fake", None)
+    if (register is None or _state.fakes_registered
+            or not hasattr(torch.ops.sageattention_C, "quant_k_int8")):
+        return
+    _state.fakes_registered = True
+
+    @register("sageattention_C::quant_k_int8")
+    def _quant_k_int8_fake(k, mode, n_pad, d_pad, smooth):
+        B, H, _, D = k.shape
+        groups = (n_pad // 64) * (4 if mode == 3 else 1)
+        return (k.new_empty((B, H, n_pad, d_pad), dtype=torch.int8),
+                k.new_empty((B, H, groups), dtype=torch.float32),
+                k.new_empty((B, H, D), dtype=torch.float32))
+
+
+_device_ok: dict = {}
+
+
+def usable_on(device: torch.device) -> bool:
+    """True if the extension is loaded and has code for this GPU (reported once otherwise)."""
+    if device.type != "cuda" or load() is None:
+        return False
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _device_ok:
+        info = build_info()
+        reason = arch_supported(info, torch.cuda.get_device_capability(index))
+        if reason:
+            _report(describe(info, reason, torch.__version__, torch.version.cuda))
+        _device_ok[index] = reason is None
+    return _device_ok[index]
+
+
+def quant_k_int8(k: torch.Tensor, mode: int, n_pad: int, d_pad: int, smooth: bool):
+    """K's mean and INT8 quantization in one compiled call, or None where it cannot run."""
+    if not usable_on(k.device):
+        return None
+    return torch.ops.sageattention_C.quant_k_int8(k, mode, n_pad, d_pad, smooth)

@@ -202,3 +202,23 @@ def test_torch_compile_fullgraph(seed):
     torch._dynamo.reset()
     compiled = torch.compile(f, fullgraph=True)
     assert torch.equal(compiled(q, k, v), f(q, k, v))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("mode", [0, 3])
+def test_compiled_k_quantization_matches_triton(seed, dtype, mode):
+    from sageattention import ops
+    from sageattention.triton.quant import quantize_int8
+
+    if ops.load() is None:
+        pytest.skip(f"compiled extension not loaded: {ops._state.reason}")
+    base = torch.randn(2, 300, 4, 2, 96, device="cuda", dtype=dtype) * 3 + 5
+    k = base[:, :, :, 0].transpose(1, 2)  # [B, H, N, D] view with odd strides
+    k8, ks, km = torch.ops.sageattention_C.quant_k_int8(k, mode, 320, 128, True)
+    want_mean = k.float().mean(dim=2)
+    assert torch.allclose(km, want_mean, atol=1e-3, rtol=1e-4)
+    t8, ts = quantize_int8(k, mode, 64, 128, 320, mean=km)
+    assert torch.allclose(ks, ts, rtol=1e-6)
+    differ = (k8.int() - t8.int()).abs()
+    assert differ.max() <= 1 and (differ > 0).float().mean() < 1e-3  # rounding ties only
+    assert torch.all(k8[:, :, 300:] == 0) and torch.all(k8[..., 96:] == 0)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import granularity
+from .. import granularity, ops
 from .attention import attention_kernel
 from .quant import kv_stats, pad_to, quantize_int8, quantize_v_fp8
 
@@ -109,6 +109,7 @@ def attention_forward(
     # anywhere inside a tile, so one more block is added there).
     n_pad = pad_to(Nk, max(granularity.K_BLOCK, cfg.block_n)) + (cfg.block_n if varlen else 0)
     n_pad = pad_to(n_pad, granularity.K_BLOCK)
+    compiled = None
     if pv_fp8:
         # One pass gives K's mean and V's range; V is then quantized to e4m3 per channel.
         km, vm, v_scale = kv_stats(k, v, d_pad, smooth_v=smooth_v)
@@ -116,11 +117,18 @@ def attention_forward(
         v_op = quantize_v_fp8(v, d_pad, n_pad, v_scale, mean=vm)
         v_strides = (0, 0, 0, 0)  # V8 and its scales are contiguous: the kernel derives them
     else:
-        km = k_mean(k) if smooth_k else None
         vm = None
         v_op, v_scale = v, v  # v_scale: unused placeholder pointer
         v_strides = tuple(v.stride())
-    k8, ks = quantize_int8(k, k_mode, granularity.K_BLOCK, d_pad, n_pad, mean=km)
+        # The compiled extension does K's mean and quantization in one call where it can run.
+        compiled = ops.quant_k_int8(k, k_mode, n_pad, d_pad, smooth_k)
+        if compiled is not None:
+            k8, ks, km = compiled
+            km = km if smooth_k else None
+        else:
+            km = k_mean(k) if smooth_k else None
+    if compiled is None:
+        k8, ks = quantize_int8(k, k_mode, granularity.K_BLOCK, d_pad, n_pad, mean=km)
 
     lse = torch.empty((B, Hq, Nq), dtype=torch.float32, device=q.device) if return_lse else None
     if attn_mask is None:

@@ -1,0 +1,81 @@
+"""The compiled extension builds here (nvcc, no GPU), loads, and registers its ops.
+
+Builds csrc/ in a scratch copy with `python setup.py build_ext --inplace` for one arch (sm_80,
+or TORCH_CUDA_ARCH_LIST), then checks in a fresh interpreter: sageattention.ops loads it, the
+op schemas are registered, the fake implementations give shapes under FakeTensorMode, the
+library needs no libtorch_python / pybind11 (abi3-ready), and _build_info records the build.
+Skipped without nvcc or without a CUDA build of torch; SAGEATTENTION_SKIP_BUILD_TEST=1 skips it.
+"""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+NVCC = shutil.which("nvcc")
+
+pytestmark = pytest.mark.skipif(
+    NVCC is None or torch.version.cuda is None
+    or os.environ.get("SAGEATTENTION_SKIP_BUILD_TEST", "0") not in ("", "0"),
+    reason="needs nvcc and a CUDA build of torch (or SAGEATTENTION_SKIP_BUILD_TEST=1)")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    src = tmp_path_factory.mktemp("ext") / "repo"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", ".orig", "__pycache__", "*.so", "_build_info.py",
+        ".pytest_cache", "wheelhouse"))
+    env = dict(os.environ, TORCH_CUDA_ARCH_LIST=os.environ.get("TORCH_CUDA_ARCH_LIST", "8.0"),
+               MAX_JOBS=os.environ.get("MAX_JOBS", "2"))
+    env.pop("SAGEATTENTION_SKIP_CUDA_BUILD", None)
+    proc = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=src, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "building sageattention._C" in proc.stdout
+    return src
+
+
+def _run(src, code):
+    proc = subprocess.run([sys.executable, "-c", code], cwd=src, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(src)))
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return proc.stdout
+
+
+def test_library_is_abi3_and_python_free(built):
+    libs = list((built / "sageattention").glob("_C*.so"))
+    assert len(libs) == 1
+    lib = libs[0]
+    if tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 6):
+        assert ".abi3." in lib.name
+    needed = subprocess.run(["readelf", "-d", str(lib)], stdout=subprocess.PIPE, text=True).stdout
+    assert "libtorch_python" not in needed
+    undefined = subprocess.run(["nm", "-D", "--undefined-only", str(lib)], stdout=subprocess.PIPE,
+                               text=True).stdout
+    assert "pybind11" not in undefined
+
+
+def test_loader_schemas_and_fakes(built):
+    out = _run(built, """
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from sageattention import ops
+info = ops.build_info()
+assert info.compiled_extension and info.cuda_archs, info
+assert info.torch_version == torch.__version__.split('+')[0], info
+assert ops.load() is not None, ops._state.reason
+print(torch.ops.sageattention_C.quant_k_int8.default._schema)
+with FakeTensorMode():
+    k = torch.empty(2, 4, 100, 96, dtype=torch.float16, device='cuda')
+    k8, ks, km = torch.ops.sageattention_C.quant_k_int8(k, 3, 128, 128, True)
+assert tuple(k8.shape) == (2, 4, 128, 128) and k8.dtype == torch.int8
+assert tuple(ks.shape) == (2, 4, 8) and tuple(km.shape) == (2, 4, 96)
+print('ok')
+""")
+    assert "sageattention_C::quant_k_int8(Tensor k" in out and out.strip().endswith("ok")
