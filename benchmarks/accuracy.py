@@ -84,6 +84,8 @@ def main() -> int:
         "torch": torch.__version__,
         "triton": __import__("triton").__version__,
         "sageattention": sa.__version__,
+        # K quantization runs in the compiled extension when it loads (csrc/README.md).
+        "compiled_extension": ops.load() is not None,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     args.out.mkdir(parents=True, exist_ok=True)

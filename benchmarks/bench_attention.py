@@ -89,6 +89,8 @@ def main() -> int:
         "triton": __import__("triton").__version__,
         "cuda": torch.version.cuda,
         "sageattention": sa.__version__,
+        # K quantization runs in the compiled extension when it loads (csrc/README.md).
+        "compiled_extension": ops.load() is not None,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "method": "median of 10-40 runs, L2 flushed before each, CUDA events; "
                   "TOPS = 4*B*H*N*N*D/t, halved for causal; fp16 inputs, HND",

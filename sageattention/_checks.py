@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from contextlib import nullcontext  # noqa: F401  (re-exported for the launchers)
 from numbers import Real
 
 import torch

@@ -7,6 +7,7 @@ package honours it; docs/api.md lists every difference.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -279,7 +280,7 @@ def sageattn_varlen(
     from .triton.forward import attention_forward
 
     plan = default_plan(q.device, q.shape[-1])
-    with torch.cuda.device(q.device) if q.device.type == "cuda" else _checks.nullcontext():
+    with torch.cuda.device(q.device) if q.device.type == "cuda" else nullcontext():
         lse = attention_forward(
             qh, kh, vh, out.transpose(0, 1)[None], sm_scale=scale, is_causal=is_causal,
             smooth_k=smooth_k, q_gran="per_block", k_gran="per_block", pv_fp8=plan.pv_fp8,

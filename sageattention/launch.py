@@ -7,11 +7,10 @@ graph break: the compiler sees one opaque node with known output shapes.
 """
 # No `from __future__ import annotations` here: torch.library.custom_op reads the annotations
 # of _attention_impl at import time to build the op's schema.
+from contextlib import nullcontext
 from typing import Optional
 
 import torch
-
-from . import _checks
 
 
 def _attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -25,7 +24,7 @@ def _attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     nhd = tensor_layout == "NHD"
     qh, kh, vh = (t.transpose(1, 2) if nhd else t for t in (q, k, v))
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    device = torch.cuda.device(q.device) if q.device.type == "cuda" else _checks.nullcontext()
+    device = torch.cuda.device(q.device) if q.device.type == "cuda" else nullcontext()
     with device:
         lse = attention_forward(
             qh, kh, vh, out.transpose(1, 2) if nhd else out, sm_scale=sm_scale,
