@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import sageattention as sa
-from sageattention import reference
+from sageattention import ops, reference
 from sageattention.testing import KINDS, make_qkv
 
 

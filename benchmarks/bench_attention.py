@@ -25,6 +25,7 @@ sys.path.insert(0, str(HERE))
 from timing import attention_tops, median_ms
 
 import sageattention as sa
+from sageattention import ops
 
 
 def sdpa(backend):
