@@ -103,9 +103,6 @@ def test_smoothing_is_what_makes_outliers_accurate(seed):
 
 
 def test_kernel_mode_codes_match_the_python_layout():
-    # sageattention/triton/_common.py repeats these codes as Triton constexprs.
-    from sageattention.triton import _common
-
-    assert (_common.MODE_TILE.value, _common.MODE_WARP.value, _common.MODE_THREAD_Q.value,
-            _common.MODE_THREAD_K.value) == (granularity.MODE_TILE, granularity.MODE_WARP,
-                                             granularity.MODE_THREAD_Q, granularity.MODE_THREAD_K)
+    # The Triton helpers (sageattention/triton/_common.py) branch on these codes as literals.
+    assert (granularity.MODE_TILE, granularity.MODE_WARP, granularity.MODE_THREAD_Q,
+            granularity.MODE_THREAD_K) == (0, 1, 2, 3)

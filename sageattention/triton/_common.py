@@ -6,11 +6,8 @@ are the same integers.
 import triton
 import triton.language as tl
 
-# Keep in sync with sageattention.granularity.
-MODE_TILE = tl.constexpr(0)
-MODE_WARP = tl.constexpr(1)
-MODE_THREAD_Q = tl.constexpr(2)
-MODE_THREAD_K = tl.constexpr(3)
+# MODE is one of sageattention.granularity's codes, written as literals below:
+# 0 MODE_TILE, 1 MODE_WARP, 2 MODE_THREAD_Q, 3 MODE_THREAD_K (a test checks the codes).
 # An all-zero group still needs a finite, non-zero scale.
 AMAX_FLOOR = tl.constexpr(1e-30)
 
