@@ -87,7 +87,11 @@ def _cuda_home(nvcc):
 
 
 def _nvcc_version(nvcc):
-    out = subprocess.run([nvcc, "--version"], stdout=subprocess.PIPE, text=True, check=False).stdout
+    try:
+        out = subprocess.run([nvcc, "--version"], stdout=subprocess.PIPE, text=True,
+                             check=False).stdout
+    except OSError:
+        return None
     m = re.search(r"release (\d+)\.(\d+)", out)
     return (int(m.group(1)), int(m.group(2))) if m else None
 
@@ -114,7 +118,7 @@ def cuda_extensions():
     never needs torch at build time. Building the extension needs the torch it will run with:
     `pip install . --no-build-isolation` (pip's isolated build environment has no torch).
     """
-    if os.environ.get("SAGEATTENTION_SKIP_CUDA_BUILD", "") == "1":
+    if os.environ.get("SAGEATTENTION_SKIP_CUDA_BUILD", "").strip().lower() in ("1", "true", "yes", "on"):
         _say("SAGEATTENTION_SKIP_CUDA_BUILD=1, building the pure-Python/Triton package only")
         return []
     nvcc = _find_nvcc()
@@ -133,6 +137,9 @@ def cuda_extensions():
              "the pure-Python/Triton package only")
         return []
     os.environ["CUDA_HOME"] = cuda_home  # read by torch.utils.cpp_extension at import
+    # torch compiles with CUDA_HOME/bin/nvcc: check the archs against that one, not PATH's.
+    home_nvcc = os.path.join(cuda_home, "bin", "nvcc.exe" if os.name == "nt" else "nvcc")
+    nvcc = home_nvcc if os.path.isfile(home_nvcc) else nvcc
     try:
         import torch
         from torch.utils.cpp_extension import CUDAExtension

@@ -19,8 +19,16 @@ MAX_HEAD_DIM = 256
 _warned: set = set()
 
 
+def compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling")
+                and compiler.is_compiling())
+
+
 def warn_once(key: str, message: str) -> None:
-    if key not in _warned:
+    # Dynamo cannot trace warnings.warn: under torch.compile the warning is left to the eager
+    # calls, so that fullgraph=True still traces.
+    if key not in _warned and not compiling():
         _warned.add(key)
         warnings.warn(message, UserWarning, stacklevel=4)
 
@@ -44,9 +52,16 @@ def check_choice(name: str, value, allowed) -> str:
 
 
 def check_flag(name: str, value) -> bool:
-    if not isinstance(value, (bool, int)) and not (torch.is_tensor(value) and value.numel() == 1):
+    """Truthiness, as the original tests these flags (None and numpy bools included); only
+    values without a truth value (strings, multi-element tensors) are rejected."""
+    if value is None:
+        return False
+    if isinstance(value, str) or (torch.is_tensor(value) and value.numel() != 1):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return bool(value)
+    try:
+        return bool(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}") from None
 
 
 def check_sm_scale(sm_scale, head_dim: int) -> float:
@@ -86,9 +101,15 @@ def check_qkv(q, k, v, rank: int) -> None:
             break
 
 
+MAX_GRID = 65535  # CUDA's limit on grid axes y and z, where batch and heads go
+
+
 def check_shapes_bhnd(q, k, v) -> None:
     """q [B, Hq, Nq, D], k and v [B, Hkv, Nk, D], already in HND order."""
     B, Hq, Nq, D = q.shape
+    if B > MAX_GRID or k.shape[1] > MAX_GRID:
+        raise ValueError(f"batch size ({B}) and key/value heads ({k.shape[1]}) must each be <= "
+                         f"{MAX_GRID}: split the batch into several calls")
     if k.shape[0] != B or v.shape[0] != B:
         raise ValueError(f"q, k and v must have one batch size, got {B}, {k.shape[0]}, {v.shape[0]}")
     if k.shape != v.shape:
@@ -141,6 +162,8 @@ def check_cu_seqlens(name: str, cu, total: int, device):
     if cu.device != device:
         raise ValueError(f"{name} is on {cu.device} but q is on {device}")
     values = cu.tolist()  # one small copy; a bad offset in the kernel would be a CUDA fault
+    if values and values[-1] >= 2**31:
+        raise ValueError(f"{name} holds offsets >= 2**31, more tokens than one call supports")
     if values[0] != 0:
         raise ValueError(f"{name} must start at 0, got {values[0]}")
     if any(b < a for a, b in zip(values, values[1:])):

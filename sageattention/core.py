@@ -7,6 +7,7 @@ package honours it; docs/api.md lists every difference.
 """
 from __future__ import annotations
 
+import operator
 from contextlib import nullcontext
 from typing import Any
 
@@ -33,6 +34,8 @@ def _run(q, k, v, *, tensor_layout, is_causal, sm_scale, smooth_k, return_lse, p
     smooth_k = _checks.check_flag("smooth_k", smooth_k)
     smooth_v = _checks.check_flag("smooth_v", smooth_v)
     return_lse = _checks.check_flag("return_lse", return_lse)
+    # The kernels index the head dim with 32-bit offsets: a strided last dim is copied first.
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     qh, kh, vh = (t.transpose(1, 2) if layout == "NHD" else t for t in (q, k, v))
     _checks.check_shapes_bhnd(qh, kh, vh)
     B, Hq, Nq, D = qh.shape
@@ -173,7 +176,7 @@ def sageattn_qk_int8_pv_fp16_cuda(
 
 
 def _fp8_plan(q, qk_quant_gran: str, pv_accum: str, where: str) -> Plan:
-    if torch.is_tensor(q) and not has_fp8_mma(q.device):
+    if torch.is_tensor(q) and q.is_cuda and not has_fp8_mma(q.device):
         _checks.warn_once(f"fp8:{where}", f"{where}: this GPU has no FP8 tensor cores (needs "
                           "compute capability 8.9 or newer); running FP16 P·V instead")
         return Plan(pv_fp8=False, qk_quant_gran=qk_quant_gran)
@@ -252,11 +255,15 @@ def sageattn_varlen(
     (keyword) also returns the LSE as fp32 [Hq, total_q], the packed layout of flash-attn.
     """
     return_lse = _checks.check_flag("return_lse", kwargs.pop("return_lse", False))
-    _, sm_scale, kwargs = _sdpa_kwargs(kwargs, sm_scale, "sageattn_varlen")
+    attn_mask, sm_scale, kwargs = _sdpa_kwargs(kwargs, sm_scale, "sageattn_varlen")
+    if attn_mask is not None:
+        raise ValueError("sageattn_varlen takes no attn_mask (packed sequences are already "
+                         "separated); for padded batches with masks use sageattn")
     _warn_unknown(kwargs, "sageattn_varlen")
     _checks.check_qkv(q, k, v, rank=3)
     is_causal = _checks.check_flag("is_causal", is_causal)
     smooth_k = _checks.check_flag("smooth_k", smooth_k)
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     qh, kh, vh = (t.transpose(0, 1)[None] for t in (q, k, v))  # [1, H, total, D] views
     _checks.check_shapes_bhnd(qh, kh, vh)
     cq = _checks.check_cu_seqlens("cu_seqlens_q", cu_seqlens_q, q.shape[0], q.device)
@@ -266,8 +273,12 @@ def sageattn_varlen(
                          f"sequences, got {len(cq) - 1} and {len(ck) - 1}")
     for name, cu, given in (("max_seqlen_q", cq, max_seqlen_q), ("max_seqlen_k", ck, max_seqlen_k)):
         longest = max(b - a for a, b in zip(cu, cu[1:]))
-        if not isinstance(given, int) or isinstance(given, bool) or given < longest:
-            raise ValueError(f"{name} must be an int >= the longest sequence ({longest}), "
+        try:
+            value = operator.index(given.item() if torch.is_tensor(given) else given)
+        except (TypeError, ValueError, RuntimeError):
+            value = None
+        if value is None or isinstance(given, bool) or value < longest:
+            raise ValueError(f"{name} must be an integer >= the longest sequence ({longest}), "
                              f"got {given!r}")
     if any(b == a for a, b in zip(ck, ck[1:])) and any(
             qb > qa and kb == ka for qa, qb, ka, kb in zip(cq, cq[1:], ck, ck[1:])):
@@ -285,6 +296,8 @@ def sageattn_varlen(
             qh, kh, vh, out.transpose(0, 1)[None], sm_scale=scale, is_causal=is_causal,
             smooth_k=smooth_k, q_gran="per_block", k_gran="per_block", pv_fp8=plan.pv_fp8,
             pv_accum=plan.pv_accum, return_lse=return_lse,
-            cu_seqlens_q=cu_seqlens_q.to(torch.int32), cu_seqlens_k=cu_seqlens_k.to(torch.int32),
+            # The checked values, contiguous int32 (a strided view would read other offsets).
+            cu_seqlens_q=torch.tensor(cq, dtype=torch.int32, device=q.device),
+            cu_seqlens_k=torch.tensor(ck, dtype=torch.int32, device=q.device),
             max_seqlen_q=max(b - a for a, b in zip(cq, cq[1:])))
     return (out, lse[0]) if return_lse else out

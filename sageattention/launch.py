@@ -12,6 +12,8 @@ from typing import Optional
 
 import torch
 
+from . import _checks
+
 
 def _attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                     attn_mask: Optional[torch.Tensor],  # noqa: FA100 - runtime annotation
@@ -51,17 +53,13 @@ if hasattr(torch.library, "custom_op"):  # torch >= 2.4
     _custom_op.register_fake(_fake)
 
 
-def _compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and hasattr(compiler, "is_compiling")
-                and compiler.is_compiling())
-
-
 def attention(q, k, v, attn_mask, sm_scale, tensor_layout, is_causal, smooth_k, smooth_v,
               qk_quant_gran, pv_fp8, pv_accum, return_lse):
     """(out, lse) for checked inputs; lse is an empty tensor when return_lse is False."""
     args = (q, k, v, attn_mask, float(sm_scale), tensor_layout, bool(is_causal), bool(smooth_k),
             bool(smooth_v), qk_quant_gran, bool(pv_fp8), pv_accum, bool(return_lse))
-    if _custom_op is not None and _compiling():
-        return _custom_op(*args)
+    if _custom_op is not None and _checks.compiling():
+        # Inference only: detached inputs keep AOTAutograd from asking the op for a backward
+        # when the model is compiled with parameters that require grad.
+        return _custom_op(*(a.detach() if torch.is_tensor(a) else a for a in args))
     return _attention_impl(*args)  # eager: skip the dispatcher's per-call cost

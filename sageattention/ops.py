@@ -125,6 +125,7 @@ class _State:
     tried: bool = False
     module: object = None
     reason: str | None = None
+    message: str | None = None  # the report, repeated in strict mode
     fakes_registered: bool = False
 
 
@@ -134,6 +135,8 @@ _state = _State()
 def load(info: BuildInfo | None = None, importer=importlib.import_module):
     """The extension module, or None (Triton path). Reports a failure once per process."""
     if _state.tried:
+        if _state.module is None and _state.message and _strict():
+            raise RuntimeError(_state.message)  # strict stays strict after the first call
         return _state.module
     _state.tried = True
     info = info or build_info()
@@ -144,13 +147,15 @@ def load(info: BuildInfo | None = None, importer=importlib.import_module):
     mismatch = environment_mismatch(info, torch_version, cuda_version)
     if mismatch:
         _state.reason = mismatch
-        _report(describe(info, mismatch, torch_version, cuda_version))
+        _state.message = describe(info, mismatch, torch_version, cuda_version)
+        _report(_state.message)
         return None
     try:
         _state.module = importer(EXTENSION_MODULE)
     except (ImportError, OSError) as exc:  # "DLL load failed", "undefined symbol", ...
         _state.reason = "the extension failed to load"
-        _report(describe(info, _state.reason, torch_version, cuda_version, detail=str(exc)))
+        _state.message = describe(info, _state.reason, torch_version, cuda_version, detail=str(exc))
+        _report(_state.message)
         return None
     _register_fakes()
     return _state.module
@@ -170,7 +175,7 @@ def arch_supported(info: BuildInfo, capability: tuple) -> str | None:
 
 def reset() -> None:
     """Forget the cached result (tests)."""
-    _state.tried, _state.module, _state.reason = False, None, None
+    _state.tried, _state.module, _state.reason, _state.message = False, None, None, None
     _device_ok.clear()
 
 

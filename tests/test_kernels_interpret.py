@@ -266,3 +266,48 @@ def test_fake_implementation_shapes():
             q, k, k, None, 0.1, "NHD", False, True, False, "per_thread", False, "fp32+fp32", True)
     assert out.shape == q.shape and out.dtype == torch.bfloat16
     assert lse.shape == (2, 4, 50) and lse.dtype == torch.float32
+
+
+def test_fp8_smooth_v_keeps_fully_masked_rows_zero(seed):
+    from sageattention import launch
+
+    q, k, v = make_qkv(1, 2, 2, 40, 40, 64, kind="outliers")
+    mask = torch.ones(1, 2, 40, 40, dtype=torch.bool)
+    mask[..., 5, :] = False
+    out, _ = launch.attention(q, k, v, mask, 0.125, "HND", False, True, True, "per_thread", True,
+                              "fp32+fp32", False)
+    assert torch.all(out[:, :, 5] == 0) and torch.isfinite(out).all()
+    assert out[:, :, 6].abs().sum() > 0
+
+
+def test_varlen_reads_the_checked_cu_seqlens_not_a_strided_view(seed):
+    q = torch.randn(40, 2, 64, dtype=torch.float16)
+    strided = torch.tensor([0, 20, 40, 7], dtype=torch.int32)[::2]  # values [0, 40]
+    dense = torch.tensor([0, 40], dtype=torch.int32)
+    a = sa.sageattn_varlen(q, q, q, strided, strided, 40, 40)
+    b = sa.sageattn_varlen(q, q, q, dense, dense, 40, 40)
+    assert torch.equal(a, b) and torch.isfinite(a).all()
+
+
+def test_varlen_max_seqlen_accepts_integer_like_values():
+    import numpy as np
+
+    q = torch.randn(10, 2, 64, dtype=torch.float16)
+    cu = torch.tensor([0, 4, 10], dtype=torch.int32)
+    for m in (np.int64(6), torch.tensor(6), 6):
+        assert sa.sageattn_varlen(q, q, q, cu, cu, m, m).shape == q.shape
+
+
+def test_compile_with_parameters_that_require_grad(seed):
+    # Inference kernels inside a model compiled with trainable parameters around them.
+    q, k, v = make_qkv(1, 2, 2, 32, 32, 64, dtype=torch.float32)
+    w = torch.nn.Parameter(torch.ones(64))
+
+    def f(q, k, v):
+        return sa.sageattn(q * w, k, v, unknown_flag=1)  # the warning must not break the graph
+
+    torch._dynamo.reset()
+    out = torch.compile(f, fullgraph=True, backend="aot_eager")(q, k, v)
+    with torch.no_grad():
+        want = sa.sageattn(q, k, v)
+    assert torch.allclose(out.detach(), want)

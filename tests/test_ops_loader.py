@@ -84,3 +84,12 @@ def test_arch_check():
 def test_build_info_of_a_source_checkout_has_no_extension():
     info = ops.build_info()
     assert info.version and isinstance(info.cuda_archs, tuple)
+
+
+def test_strict_mode_raises_on_every_call(monkeypatch):
+    monkeypatch.setattr(ops.torch, "__version__", "2.9.1+cu128")
+    monkeypatch.setattr(ops.torch.version, "cuda", "12.8")
+    monkeypatch.setenv("SAGEATTENTION_STRICT", "1")
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="cannot be used"):
+            ops.load(BUILT)

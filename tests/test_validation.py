@@ -104,3 +104,34 @@ def test_varlen_max_seqlen_and_counts():
         sa.sageattn_varlen(q, k, v, cu, torch.tensor([0, 10], dtype=torch.int32), 6, 10)
     with pytest.raises(ValueError, match="no keys"):
         sa.sageattn_varlen(q, k, v, cu, torch.tensor([0, 0, 10], dtype=torch.int32), 6, 10)
+
+
+def test_flags_follow_truthiness_like_the_original():
+    import numpy as np
+
+    q, k, v = qkv()
+    base = sa.sageattn(q, k, v)
+    assert torch.equal(sa.sageattn(q, k, v, is_causal=None), base)
+    assert torch.equal(sa.sageattn(q, k, v, is_causal=np.bool_(False)), base)
+    with pytest.raises(TypeError, match="is_causal"):
+        sa.sageattn(q, k, v, is_causal=torch.ones(3, dtype=torch.bool))
+
+
+def test_batch_beyond_the_grid_limit_is_a_clear_error():
+    q = torch.randn(65536, 1, 1, 16, dtype=torch.float16)
+    with pytest.raises(ValueError, match="split the batch"):
+        sa.sageattn(q, q, q)
+
+
+def test_varlen_rejects_a_mask():
+    q, k, v = _varlen_inputs()
+    cu = torch.tensor([0, 4, 10], dtype=torch.int32)
+    with pytest.raises(ValueError, match="no attn_mask"):
+        sa.sageattn_varlen(q, k, v, cu, cu, 6, 6, attn_mask=torch.ones(10, 10, dtype=torch.bool))
+
+
+def test_strided_last_dim_is_accepted():
+    base = torch.randn(1, 2, 16, 128, dtype=torch.float16)
+    q = base[..., ::2]  # last-dim stride 2
+    out = sa.sageattn(q, q, q)
+    assert out.shape == q.shape and torch.isfinite(out).all()

@@ -130,7 +130,10 @@ def attention_forward(
     if compiled is None:
         k8, ks = quantize_int8(k, k_mode, granularity.K_BLOCK, d_pad, n_pad, mean=km)
 
-    lse = torch.empty((B, Hq, Nq), dtype=torch.float32, device=q.device) if return_lse else None
+    # With V's mean removed (FP8 + smooth_v) the mean is added back below, but only to rows that
+    # saw a key: masks can leave a row empty, and the LSE tells which.
+    need_lse = return_lse or (vm is not None and attn_mask is not None)
+    lse = torch.empty((B, Hq, Nq), dtype=torch.float32, device=q.device) if need_lse else None
     if attn_mask is None:
         mask_kind, mask_arg, mask_strides = MASK_NONE, ks, (0, 0, 0, 0)
     else:
@@ -149,15 +152,18 @@ def attention_forward(
         Hq, n_bh, Hq // Hkv, Nq, Nk, n_pad, D, sm_scale * LOG2E, sm_scale,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, D_PAD=d_pad,
         Q_MODE=q_mode, K_MODE=k_mode, IS_CAUSAL=bool(is_causal),
-        MASK_KIND=mask_kind, PV_FP8=bool(pv_fp8), RETURN_LSE=bool(return_lse),
+        MASK_KIND=mask_kind, PV_FP8=bool(pv_fp8), RETURN_LSE=need_lse,
         HAS_KM=km is not None, VARLEN=varlen, EVEN_D=(D == d_pad),
         FP8_ACC_EVERY=fp8_accumulate_every(pv_accum, cfg.block_n) if pv_fp8 else 0,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     if vm is not None:
         # V was quantized with its channel mean removed; every visible row sums to 1 in P.
-        out += vm[:, :, None, :].to(out.dtype).repeat_interleave(Hq // Hkv, dim=1)
-    return lse
+        mean = vm[:, :, None, :].repeat_interleave(Hq // Hkv, dim=1)
+        if lse is not None:
+            mean = mean * torch.isfinite(lse)[..., None]
+        out += mean.to(out.dtype)
+    return lse if return_lse else None
 
 
 def triton_cdiv(a: int, b: int) -> int:

@@ -158,7 +158,7 @@ def _quant_fp8_v_kernel(
     scale = tl.load(SCALE + b * stride_sb + h * stride_sh + cols)  # max|v| / 448 per channel
     y = (v / scale[None, :]).to(tl.float8e4nv)
     # Stored transposed ([D_pad, N_pad]) so P @ V reads V with the reduction axis contiguous.
-    tl.store(Y + b * stride_yb + h * stride_yh + cols[:, None] * stride_yd
+    tl.store(Y + b * stride_yb + h * stride_yh + cols[:, None].to(tl.int64) * stride_yd
              + rows[None, :].to(tl.int64), tl.trans(y))
 
 
