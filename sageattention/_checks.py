@@ -38,6 +38,11 @@ def interpreter_active() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def unit_last_stride(*tensors):
+    """The tensors, a strided last dim copied: the kernels index the head dim with 32-bit offsets."""
+    return tuple(t if t.stride(-1) == 1 else t.contiguous() for t in tensors)
+
+
 def check_layout(tensor_layout) -> str:
     if tensor_layout not in LAYOUTS:
         raise ValueError(f"tensor_layout must be 'HND' ([B, H, N, D]) or 'NHD' ([B, N, H, D]), "

@@ -8,14 +8,13 @@ package honours it; docs/api.md lists every difference.
 from __future__ import annotations
 
 import operator
-from contextlib import nullcontext
 from typing import Any
 
 import torch
 
 from . import _checks
 from .dispatch import Plan, default_plan, has_fp8_mma
-from .launch import attention
+from .launch import attention, on_device
 
 _FP16_ACCUM = ("fp16", "fp16+fp32", "fp32")
 _FP8_ACCUM = ("fp32", "fp32+fp32", "fp32+fp16")
@@ -34,8 +33,7 @@ def _run(q, k, v, *, tensor_layout, is_causal, sm_scale, smooth_k, return_lse, p
     smooth_k = _checks.check_flag("smooth_k", smooth_k)
     smooth_v = _checks.check_flag("smooth_v", smooth_v)
     return_lse = _checks.check_flag("return_lse", return_lse)
-    # The kernels index the head dim with 32-bit offsets: a strided last dim is copied first.
-    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    q, k, v = _checks.unit_last_stride(q, k, v)
     qh, kh, vh = (t.transpose(1, 2) if layout == "NHD" else t for t in (q, k, v))
     _checks.check_shapes_bhnd(qh, kh, vh)
     B, Hq, Nq, D = qh.shape
@@ -263,7 +261,7 @@ def sageattn_varlen(
     _checks.check_qkv(q, k, v, rank=3)
     is_causal = _checks.check_flag("is_causal", is_causal)
     smooth_k = _checks.check_flag("smooth_k", smooth_k)
-    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    q, k, v = _checks.unit_last_stride(q, k, v)
     qh, kh, vh = (t.transpose(0, 1)[None] for t in (q, k, v))  # [1, H, total, D] views
     _checks.check_shapes_bhnd(qh, kh, vh)
     cq = _checks.check_cu_seqlens("cu_seqlens_q", cu_seqlens_q, q.shape[0], q.device)
@@ -291,7 +289,7 @@ def sageattn_varlen(
     from .triton.forward import attention_forward
 
     plan = default_plan(q.device, q.shape[-1])
-    with torch.cuda.device(q.device) if q.device.type == "cuda" else nullcontext():
+    with on_device(q):
         lse = attention_forward(
             qh, kh, vh, out.transpose(0, 1)[None], sm_scale=scale, is_causal=is_causal,
             smooth_k=smooth_k, q_gran="per_block", k_gran="per_block", pv_fp8=plan.pv_fp8,

@@ -15,6 +15,11 @@ import torch
 from . import _checks
 
 
+def on_device(t: torch.Tensor):
+    """Make t's GPU current while kernels launch (Triton launches on the current device)."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else nullcontext()
+
+
 def _attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                     attn_mask: Optional[torch.Tensor],  # noqa: FA100 - runtime annotation
                     sm_scale: float, tensor_layout: str,
@@ -26,8 +31,7 @@ def _attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     nhd = tensor_layout == "NHD"
     qh, kh, vh = (t.transpose(1, 2) if nhd else t for t in (q, k, v))
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    device = torch.cuda.device(q.device) if q.device.type == "cuda" else nullcontext()
-    with device:
+    with on_device(q):
         lse = attention_forward(
             qh, kh, vh, out.transpose(1, 2) if nhd else out, sm_scale=sm_scale,
             is_causal=is_causal, smooth_k=smooth_k, smooth_v=smooth_v, q_gran=qk_quant_gran,
