@@ -4,7 +4,8 @@ Static metadata lives in pyproject.toml. This file only provides what has to be 
 
 * the version, read from sageattention/_version.py with a regex (the package is never
   imported at build time, so building needs neither torch nor triton);
-* the optional compiled CUDA extension (``cuda_extensions()``; none exists yet);
+* the optional compiled CUDA units (``cuda_extensions()``: ``_C`` for every arch, ``_C_fp8``
+  for archs with FP8 tensor cores);
 * sageattention/_build_info.py, generated at build time by a custom ``build_py``.
 """
 
@@ -55,21 +56,29 @@ def _find_nvcc():
     return None
 
 
-def _cuda_sources():
-    if not os.path.isdir(CSRC):
+def _cuda_sources(folder):
+    """The .cu/.cpp files directly inside csrc/<folder> (relative paths, sorted)."""
+    root = os.path.join(CSRC, folder)
+    if not os.path.isdir(root):
         return []
-    out = []
-    for root, _dirs, files in os.walk(CSRC):
-        for name in files:
-            if name.endswith((".cu", ".cpp")):
-                out.append(os.path.relpath(os.path.join(root, name), HERE))
-    return sorted(out)
+    return sorted(os.path.relpath(os.path.join(root, name), HERE) for name in os.listdir(root)
+                  if name.endswith((".cu", ".cpp")))
 
 
 # Archs built when TORCH_CUDA_ARCH_LIST is unset: the wheel builders' list.
 DEFAULT_ARCHS = "8.0 8.6 8.9 9.0 12.0"
 # Oldest nvcc that can target each arch (shared/FACTS.md); others are dropped with a message.
 MIN_NVCC_FOR_ARCH = {"8.9": (12, 4), "9.0": (12, 3), "12.0": (12, 8)}
+# The fp16-accumulating e4m3 MMA (pv_accum_dtype "fp32+fp16") needs PTX ISA 8.7.
+MIN_NVCC_FP8_F16_ACCUM = (12, 8)
+
+# Compiled units: (module, folder under csrc/, oldest arch it can run on). Each unit gets only
+# the requested archs it can run on, as explicit -gencode flags (torch then adds none of its
+# own), so a five-arch build never puts FP8 MMA code through sm_80.
+UNITS = (
+    ("_C", "", (8, 0)),  # quantization + INT8 Q·Kᵀ / FP16 P·V attention
+    ("_C_fp8", "fp8", (8, 9)),  # FP8 V quantization + INT8 Q·Kᵀ / FP8 P·V attention
+)
 
 # Filled by cuda_extensions() for _build_info.py.
 BUILD_FACTS = {}
@@ -111,6 +120,23 @@ def _arch_list(nvcc_version):
     return archs
 
 
+def _arch_tuple(arch):
+    base = arch.replace("+PTX", "").rstrip("af")
+    major, minor = base.split(".")
+    return int(major), int(minor)
+
+
+def _gencode(archs):
+    """-gencode flags for archs like "8.6", "9.0a", "12.0+PTX" (PTX also embedded for +PTX)."""
+    flags = []
+    for arch in archs:
+        name = arch.replace("+PTX", "").replace(".", "")
+        flags.append(f"-gencode=arch=compute_{name},code=sm_{name}")
+        if arch.endswith("+PTX"):
+            flags.append(f"-gencode=arch=compute_{name},code=compute_{name}")
+    return flags
+
+
 def cuda_extensions():
     """The compiled extension sageattention._C, or [] with a one-line reason.
 
@@ -126,8 +152,7 @@ def cuda_extensions():
         _say("no CUDA toolkit found (no nvcc on PATH or in CUDA_HOME/bin), building the "
              "pure-Python/Triton package only")
         return []
-    sources = _cuda_sources()
-    if not sources:
+    if not _cuda_sources(""):
         _say(f"no CUDA sources in csrc/ yet (nvcc: {nvcc}), building the pure-Python/Triton "
              "package only")
         return []
@@ -162,27 +187,45 @@ def cuda_extensions():
     limited = torch_version >= (2, 6)  # abi3 needs torch's py_limited_api support
     jobs = os.environ.get("MAX_JOBS") or str(max(1, min(os.cpu_count() or 1, 8)))
     nvcc_threads = os.environ.get("NVCC_THREADS", "2")
+    f16_accum = bool(nvcc_version) and nvcc_version >= MIN_NVCC_FP8_F16_ACCUM
     cxx = ["/O2", "/Zc:preprocessor", "/permissive-", "/DUSE_CUDA=1"] if os.name == "nt" else ["-O3"]
-    nvcc_flags = ["-O3", "--threads", nvcc_threads, "-DUSE_CUDA=1"]  # torch picks the C++ std
+    nvcc_common = ["-O3", "--threads", nvcc_threads, "-DUSE_CUDA=1",
+                   f"-DSAGE_FP8_F16_ACCUM={int(f16_accum)}"]  # torch picks the C++ std
     if os.name == "nt":
-        nvcc_flags += ["-Xcompiler=/Zc:preprocessor", "-Xcompiler=/permissive-"]
+        nvcc_common += ["-Xcompiler=/Zc:preprocessor", "-Xcompiler=/permissive-"]
     os.environ.setdefault("MAX_JOBS", jobs)
+    extensions, unit_archs = [], {}
+    for module, folder, oldest in UNITS:
+        mine = [a for a in archs if _arch_tuple(a) >= oldest]
+        if not mine:
+            _say(f"skipping unit {module}: none of the archs {' '.join(archs)} is sm_"
+                 f"{oldest[0]}{oldest[1]} or newer")
+            continue
+        unit_archs[module] = tuple(a.replace("+PTX", "") for a in mine)
+        extensions.append(CUDAExtension(
+            name=f"{PACKAGE}.{module}",
+            sources=_cuda_sources(folder),
+            include_dirs=[CSRC],
+            py_limited_api=limited,
+            extra_compile_args={"cxx": cxx, "nvcc": nvcc_common + _gencode(mine)},
+        ))
+    if "_C" not in unit_archs:
+        return []
     BUILD_FACTS.update(
         TORCH_VERSION=re.match(r"[\d.]+", torch.__version__).group(0).rstrip("."),
         CUDA_VERSION=torch.version.cuda,
-        CUDA_ARCHS=tuple(a.replace("+PTX", "") for a in archs),
+        CUDA_ARCHS=unit_archs["_C"],
         ABI_FLAVOUR="abi3" if limited else "cpython",
         PY_LIMITED_API="cp310" if torch_version >= (2, 10) else "cp39",
+        OPTIONAL_PATHS={"fp8_archs": unit_archs.get("_C_fp8", ()),
+                        "fp8_pv_f16_accum": f16_accum and "_C_fp8" in unit_archs},
     )
-    _say(f"building sageattention._C for sm {' '.join(archs)} with nvcc "
-         f"{'.'.join(map(str, nvcc_version or ()))} against torch {torch.__version__} "
-         f"({BUILD_FACTS['ABI_FLAVOUR']}, MAX_JOBS={os.environ['MAX_JOBS']})")
-    return [CUDAExtension(
-        name=f"{PACKAGE}._C",
-        sources=sources,
-        py_limited_api=limited,
-        extra_compile_args={"cxx": cxx, "nvcc": nvcc_flags},
-    )]
+    units = ", ".join(f"{PACKAGE}.{m} for sm {' '.join(a)}" for m, a in unit_archs.items())
+    _say(f"building {units} "
+         f"with nvcc {'.'.join(map(str, nvcc_version or ()))} against torch {torch.__version__} "
+         f"({BUILD_FACTS['ABI_FLAVOUR']}, MAX_JOBS={os.environ['MAX_JOBS']}, fp16-accumulating "
+         f"FP8 MMA {'on' if BUILD_FACTS['OPTIONAL_PATHS']['fp8_pv_f16_accum'] else 'off'})")
+    return extensions
 
 
 EXT_MODULES = cuda_extensions()
@@ -216,7 +259,7 @@ def build_info_source():
         ("CUDA_ARCHS", BUILD_FACTS.get("CUDA_ARCHS", ())),
         ("ABI_FLAVOUR", BUILD_FACTS.get("ABI_FLAVOUR", "none")),
         ("COMPILED_EXTENSION", compiled),
-        ("OPTIONAL_PATHS", {}),
+        ("OPTIONAL_PATHS", BUILD_FACTS.get("OPTIONAL_PATHS", {})),
     ]
     lines = [
         "# Generated by setup.py at build time. Do not edit and do not commit (it is git-ignored).",

@@ -39,7 +39,12 @@ def candidates():
     fns = {
         "sageattn": lambda q, k, v, c: sa.sageattn(q, k, v, is_causal=c),
         "fp16_triton": lambda q, k, v, c: sa.sageattn_qk_int8_pv_fp16_triton(q, k, v, is_causal=c),
-        "fp8 (fp8_cuda entry)": lambda q, k, v, c: sa.sageattn_qk_int8_pv_fp8_cuda(q, k, v, is_causal=c),
+        "fp16_cuda": lambda q, k, v, c: sa.sageattn_qk_int8_pv_fp16_cuda(q, k, v, is_causal=c),
+        "fp16_cuda fp16+fp32": lambda q, k, v, c: sa.sageattn_qk_int8_pv_fp16_cuda(
+            q, k, v, is_causal=c, pv_accum_dtype="fp16+fp32"),
+        "fp8_cuda": lambda q, k, v, c: sa.sageattn_qk_int8_pv_fp8_cuda(q, k, v, is_causal=c),
+        "fp8_cuda_sm90": lambda q, k, v, c: sa.sageattn_qk_int8_pv_fp8_cuda_sm90(
+            q, k, v, is_causal=c),
         "SDPA flash": sdpa(SDPBackend.FLASH_ATTENTION),
         "SDPA cuDNN": sdpa(SDPBackend.CUDNN_ATTENTION),
     }
@@ -58,12 +63,19 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="run only these candidates")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("bench_attention.py needs a CUDA GPU", file=sys.stderr)
         return 2
     warnings.simplefilter("ignore")
     fns = candidates()
+    if args.only:
+        unknown = sorted(set(args.only) - set(fns))
+        if unknown:
+            print(f"unknown candidates {unknown}; known: {sorted(fns)}", file=sys.stderr)
+            return 2
+        fns = {n: f for n, f in fns.items() if n in args.only}
     B, H = args.batch, args.heads
     rows = []
     for D in args.head_dims:
@@ -90,8 +102,9 @@ def main() -> int:
         "triton": __import__("triton").__version__,
         "cuda": torch.version.cuda,
         "sageattention": sa.__version__,
-        # K quantization runs in the compiled extension when it loads (csrc/README.md).
+        # The *_cuda candidates run the compiled kernels only when these are true (csrc/).
         "compiled_extension": ops.load() is not None,
+        "fp8_unit": ops.fp8_usable_on(torch.device("cuda")),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "method": "median of 10-40 runs, L2 flushed before each, CUDA events; "
                   "TOPS = 4*B*H*N*N*D/t, halved for causal; fp16 inputs, HND",

@@ -1,18 +1,29 @@
-// Operator registration: schemas in TORCH_LIBRARY, CUDA implementations in TORCH_LIBRARY_IMPL.
+// Operator registration of unit _C: every schema of the library (TORCH_LIBRARY) and the CUDA
+// implementations compiled for all archs (TORCH_LIBRARY_IMPL). The FP8 ops are implemented in
+// unit _C_fp8 (ops_fp8.cpp), built only for archs with FP8 tensor cores.
 // No pybind11 and no libtorch_python: Python reaches the ops through torch.ops.sageattention_C,
 // and the module below only exists so that `import sageattention._C` loads this library. That
 // keeps the extension inside CPython's limited API (one cp39-abi3 wheel per torch/CUDA row).
 #include <Python.h>
 #include <torch/library.h>
 
-#include "quant_k.h"
+#include "kernels.h"
 
 TORCH_LIBRARY(sageattention_C, m) {
-  m.def("quant_k_int8(Tensor k, int mode, int n_pad, int d_pad, bool smooth) -> (Tensor, Tensor, Tensor)");
+  m.def("quant_int8(Tensor x, int mode, int n_pad, int d_pad, bool smooth, float scale_mul) "
+        "-> (Tensor, Tensor, Tensor)");
+  m.def("attn_int8_fp16(Tensor q8, Tensor q_scale, Tensor k8, Tensor k_scale, Tensor v, int nq, "
+        "bool nhd, bool causal, bool per_thread, int pv_mode, bool return_lse) -> (Tensor, Tensor)");
+  m.def("quant_v_fp8(Tensor v, int n_pad, int d_pad, bool smooth, float max_value) "
+        "-> (Tensor, Tensor, Tensor)");
+  m.def("attn_int8_fp8(Tensor q8, Tensor q_scale, Tensor k8, Tensor k_scale, Tensor v8, "
+        "Tensor v_scale, int nq, int nk, int head_dim, bool nhd, bool causal, bool per_thread, "
+        "int pv_mode, bool return_lse, bool out_bf16) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(sageattention_C, CUDA, m) {
-  m.impl("quant_k_int8", &sageattention::quant_k_int8);
+  m.impl("quant_int8", &sageattention::quant_int8);
+  m.impl("attn_int8_fp16", &sageattention::attn_int8_fp16);
 }
 
 extern "C" PyObject* PyInit__C(void) {

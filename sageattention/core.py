@@ -1,7 +1,9 @@
 """The six public entry points (signatures and defaults of the SageAttention 2.2.0 API).
 
 Each entry point checks its arguments, views the inputs as [B, H, N, D] without copying,
-and runs the Triton kernels (the compiled CUDA kernels are not built yet; see csrc/README.md).
+and runs the compiled CUDA kernels (the ``*_cuda`` entry points, and ``sageattn`` where
+sageattention.dispatch says so) or the Triton kernels (everything else, and whatever the CUDA
+kernels do not cover: sageattention.cuda_forward.unsupported_reason).
 Where the original ignores an argument (``sageattn``'s kwargs, masks outside one path), this
 package honours it; docs/api.md lists every difference.
 """
@@ -46,7 +48,7 @@ def _run(q, k, v, *, tensor_layout, is_causal, sm_scale, smooth_k, return_lse, p
         return (out, lse) if return_lse else out
     out, lse = attention(q, k, v, mask, scale, layout, is_causal, smooth_k,
                          smooth_v and plan.pv_fp8, plan.qk_quant_gran, plan.pv_fp8, plan.pv_accum,
-                         return_lse)
+                         plan.backend, return_lse)
     return (out, lse) if return_lse else out
 
 
@@ -111,7 +113,7 @@ def sageattn(
     if accum is not None:
         # Either family is accepted: the caller cannot know which path this GPU gets.
         _checks.check_choice("pv_accum_dtype", accum, tuple(dict.fromkeys(_FP16_ACCUM + _FP8_ACCUM)))
-        if plan.pv_fp8 and accum in _FP8_ACCUM:
+        if accum in (_FP8_ACCUM if plan.pv_fp8 else _FP16_ACCUM):
             plan = plan.with_accum(accum)
     return _run(q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, sm_scale=sm_scale,
                 smooth_k=smooth_k, smooth_v=smooth_v, return_lse=return_lse, plan=plan,
@@ -160,25 +162,27 @@ def sageattn_qk_int8_pv_fp16_cuda(
     return_lse: bool = False,
     **kwargs: Any,
 ):
-    """INT8 Q·Kᵀ (per_warp / per_thread scales) and FP16 P·V.
+    """INT8 Q·Kᵀ (per_warp / per_thread scales) and FP16 P·V on the compiled mma.sync kernel.
 
-    Runs on the Triton kernels until the CUDA kernels are built; every pv_accum_dtype then
-    accumulates in FP32 (at least as accurate as the mode asked for).
+    pv_accum_dtype "fp32" accumulates P·V in fp32; "fp16+fp32" and "fp16" accumulate each tile
+    of 64 keys with the fp16-accumulating MMA and the tiles in fp32 (bf16 inputs always use
+    fp32). Without the compiled kernel for this GPU the Triton kernel runs (fp32 accumulation).
     """
     _checks.check_choice("qk_quant_gran", qk_quant_gran, _QK_GRANS)
     _checks.check_choice("pv_accum_dtype", pv_accum_dtype, _FP16_ACCUM)
     attn_mask, sm_scale = _kernel_entry_kwargs(kwargs, sm_scale, "sageattn_qk_int8_pv_fp16_cuda")
     return _run(q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, sm_scale=sm_scale,
                 smooth_k=smooth_k, smooth_v=smooth_v, return_lse=return_lse, attn_mask=attn_mask,
-                plan=Plan(pv_fp8=False, qk_quant_gran=qk_quant_gran))
+                plan=Plan(pv_fp8=False, qk_quant_gran=qk_quant_gran, pv_accum=pv_accum_dtype,
+                          backend="cuda"))
 
 
 def _fp8_plan(q, qk_quant_gran: str, pv_accum: str, where: str) -> Plan:
     if torch.is_tensor(q) and q.is_cuda and not has_fp8_mma(q.device):
         _checks.warn_once(f"fp8:{where}", f"{where}: this GPU has no FP8 tensor cores (needs "
                           "compute capability 8.9 or newer); running FP16 P·V instead")
-        return Plan(pv_fp8=False, qk_quant_gran=qk_quant_gran)
-    return Plan(pv_fp8=True, qk_quant_gran=qk_quant_gran, pv_accum=pv_accum)
+        return Plan(pv_fp8=False, qk_quant_gran=qk_quant_gran, pv_accum="fp32", backend="cuda")
+    return Plan(pv_fp8=True, qk_quant_gran=qk_quant_gran, pv_accum=pv_accum, backend="cuda")
 
 
 def sageattn_qk_int8_pv_fp8_cuda(
@@ -197,10 +201,12 @@ def sageattn_qk_int8_pv_fp8_cuda(
 ):
     """INT8 Q·Kᵀ and FP8 (e4m3) P·V with per-channel V scales.
 
-    Runs on the Triton FP8 kernel until the CUDA kernels are built. pv_accum_dtype: "fp32"
-    adds the FP8 MMA result into FP32 every 32 products, "fp32+fp32" once per key block,
-    "fp32+fp16" leaves the MMA's own (faster, ~22-bit) accumulator; on GPUs without FP8
-    tensor cores it runs FP16 P·V with a warning.
+    Runs the compiled mma.sync kernel (sm89+). pv_accum_dtype: "fp32" accumulates in the FP8
+    MMA's own fp32 accumulator (about 22 bits kept on Ada/Hopper), "fp32+fp32" starts a fresh
+    accumulator per 64-key tile and adds it into fp32 registers, "fp32+fp16" uses the
+    fp16-accumulating FP8 MMA per tile with V scaled to +-2.25 (fastest). Without the compiled
+    kernel the Triton FP8 kernel runs; on GPUs without FP8 tensor cores FP16 P·V runs with a
+    warning.
     """
     _checks.check_choice("qk_quant_gran", qk_quant_gran, _QK_GRANS)
     _checks.check_choice("pv_accum_dtype", pv_accum_dtype, _FP8_ACCUM)
@@ -223,7 +229,8 @@ def sageattn_qk_int8_pv_fp8_cuda_sm90(
     return_lse: bool = False,
     **kwargs: Any,
 ):
-    """The Hopper entry point of the FP8 P·V attention (same kernel as the FP8 path today)."""
+    """The Hopper entry point of the FP8 P·V attention: the same mma.sync kernel as
+    sageattn_qk_int8_pv_fp8_cuda (there is no wgmma kernel yet), with its default accumulation."""
     _checks.check_choice("qk_quant_gran", qk_quant_gran, _QK_GRANS)
     _checks.check_choice("pv_accum_dtype", pv_accum_dtype, _FP8_ACCUM)
     attn_mask, sm_scale = _kernel_entry_kwargs(kwargs, sm_scale, "sageattn_qk_int8_pv_fp8_cuda_sm90")

@@ -1,19 +1,23 @@
 """Which kernel ``sageattn`` runs on which GPU.
 
-Until the compiled CUDA kernels exist (csrc/), every path is a Triton kernel:
+============================  ==========================================  ====================
+GPU (compute capability)      path                                        why
+============================  ==========================================  ====================
+sm80 (A100)                   CUDA INT8 Q·Kᵀ + FP16 P·V, fp32 accumulation  as the original
+sm86 (RTX 30xx)               CUDA INT8 Q·Kᵀ + FP16 P·V                     faster than Triton on
+                                                                            the H100 (see below)
+sm89 (RTX 40xx)               CUDA INT8 Q·Kᵀ + FP8 P·V, "fp32+fp16"         FP8 MMA doubles P·V
+sm120 (RTX 50xx)              same, per_warp scales                       as the original
+sm90 (H100, H200), D > 64     Triton INT8 Q·Kᵀ + FP8 P·V, "fp32+fp32"       measured fastest
+sm90, D <= 64                 Triton INT8 Q·Kᵀ + FP16 P·V                   measured fastest
+older than sm80               ValueError                                  no INT8 tensor cores
+============================  ==========================================  ====================
 
-============================  ==============================  ===================================
-GPU (compute capability)      path                            why
-============================  ==============================  ===================================
-sm80 (A100), sm86 (RTX 30xx)  INT8 Q·Kᵀ + FP16 P·V            no FP8 tensor cores
-sm89 (RTX 40xx), sm120        INT8 Q·Kᵀ + FP8 P·V             FP8 MMA doubles P·V throughput
-sm90 (H100, H200), D > 64     INT8 Q·Kᵀ + FP8 P·V             measured faster (docs/perf-notes.md)
-sm90, D <= 64                 INT8 Q·Kᵀ + FP16 P·V            measured faster and more accurate
-older than sm80               ValueError                      no INT8 tensor-core path in Triton
-============================  ==============================  ===================================
-
-Scales default to per_thread groups for sageattn: finer than per_block at the same speed,
-because Q is quantized inside the attention kernel.
+sm86 cannot be measured here; its choice rests on the H100 comparison of the two FP16 paths in
+docs/perf-notes.md (same mma.sync instructions). A CUDA plan falls back to the Triton kernel
+of the same precision when the extension is missing, lacks code for the GPU, or the call needs
+something only Triton implements (cuda_forward.unsupported_reason). Scales default to
+per_thread groups: finer than per_block at the same speed.
 """
 from __future__ import annotations
 
@@ -26,7 +30,8 @@ import torch
 class Plan:
     pv_fp8: bool
     qk_quant_gran: str = "per_thread"
-    pv_accum: str = "fp32+fp32"  # FP8 P·V accumulation (triton.forward.fp8_accumulate_every)
+    pv_accum: str = "fp32+fp32"  # P·V accumulation (pv_accum_dtype of the entry points)
+    backend: str = "triton"  # "cuda": the compiled kernels where they can run, else Triton
 
     def with_gran(self, gran: str) -> Plan:
         return replace(self, qk_quant_gran=gran)
@@ -58,7 +63,11 @@ def default_plan(device, head_dim: int = 128) -> Plan:
                          "torch.nn.functional.scaled_dot_product_attention on this GPU.")
     if cc[0] == 9:
         return Plan(pv_fp8=head_dim > 64)
-    return Plan(pv_fp8=cc >= (8, 9))
+    if cc < (8, 9):
+        return Plan(pv_fp8=False, pv_accum="fp32", backend="cuda")
+    if cc[0] == 12:
+        return Plan(pv_fp8=True, qk_quant_gran="per_warp", pv_accum="fp32+fp16", backend="cuda")
+    return Plan(pv_fp8=True, pv_accum="fp32+fp16", backend="cuda")
 
 
 __all__ = ["Plan", "default_plan", "has_fp8_mma"]

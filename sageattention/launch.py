@@ -1,7 +1,7 @@
-"""The one call from the entry points into the Triton kernels.
+"""The one call from the entry points into the kernels (compiled CUDA or Triton).
 
 Eagerly it is a plain function call. Under torch.compile it goes through the custom op
-``torch.ops.sageattention.triton_attention`` with a fake (meta) implementation, so
+``torch.ops.sageattention.attention`` with a fake (meta) implementation, so
 ``torch.compile(fullgraph=True)`` traces a call to ``sageattn`` (quantization included) without a
 graph break: the compiler sees one opaque node with known output shapes.
 """
@@ -24,8 +24,21 @@ def _attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                     attn_mask: Optional[torch.Tensor],  # noqa: FA100 - runtime annotation
                     sm_scale: float, tensor_layout: str,
                     is_causal: bool, smooth_k: bool, smooth_v: bool, qk_quant_gran: str,
-                    pv_fp8: bool, pv_accum: str,
+                    pv_fp8: bool, pv_accum: str, backend: str,
                     return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    if backend == "cuda":
+        from . import cuda_forward
+
+        if cuda_forward.unsupported_reason(q, k, v, attn_mask=attn_mask,
+                                           qk_quant_gran=qk_quant_gran, pv_fp8=pv_fp8,
+                                           tensor_layout=tensor_layout) is None:
+            with on_device(q):
+                out, lse = cuda_forward.attention_forward(
+                    q, k, v, sm_scale=sm_scale, tensor_layout=tensor_layout, is_causal=is_causal,
+                    smooth_k=smooth_k, smooth_v=smooth_v, qk_quant_gran=qk_quant_gran,
+                    pv_fp8=pv_fp8, pv_accum=pv_accum, return_lse=return_lse)
+            return out, (lse if return_lse else torch.empty((0,), dtype=torch.float32,
+                                                             device=q.device))
     from .triton.forward import attention_forward  # Triton is imported on first use only
 
     nhd = tensor_layout == "NHD"
@@ -43,7 +56,7 @@ def _attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 
 def _fake(q, k, v, attn_mask, sm_scale, tensor_layout, is_causal, smooth_k, smooth_v,
-          qk_quant_gran, pv_fp8, pv_accum, return_lse):
+          qk_quant_gran, pv_fp8, pv_accum, backend, return_lse):
     B = q.shape[0]
     Hq, Nq = (q.shape[2], q.shape[1]) if tensor_layout == "NHD" else (q.shape[1], q.shape[2])
     lse_shape = (B, Hq, Nq) if return_lse else (0,)
@@ -52,16 +65,16 @@ def _fake(q, k, v, attn_mask, sm_scale, tensor_layout, is_causal, smooth_k, smoo
 
 _custom_op = None
 if hasattr(torch.library, "custom_op"):  # torch >= 2.4
-    _custom_op = torch.library.custom_op("sageattention::triton_attention", mutates_args=())(
+    _custom_op = torch.library.custom_op("sageattention::attention", mutates_args=())(
         _attention_impl)
     _custom_op.register_fake(_fake)
 
 
 def attention(q, k, v, attn_mask, sm_scale, tensor_layout, is_causal, smooth_k, smooth_v,
-              qk_quant_gran, pv_fp8, pv_accum, return_lse):
+              qk_quant_gran, pv_fp8, pv_accum, backend, return_lse):
     """(out, lse) for checked inputs; lse is an empty tensor when return_lse is False."""
     args = (q, k, v, attn_mask, float(sm_scale), tensor_layout, bool(is_causal), bool(smooth_k),
-            bool(smooth_v), qk_quant_gran, bool(pv_fp8), pv_accum, bool(return_lse))
+            bool(smooth_v), qk_quant_gran, bool(pv_fp8), pv_accum, backend, bool(return_lse))
     if _custom_op is not None and _checks.compiling():
         # Inference only: detached inputs keep AOTAutograd from asking the op for a backward
         # when the model is compiled with parameters that require grad.

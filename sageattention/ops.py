@@ -19,6 +19,7 @@ import torch
 from packaging.version import InvalidVersion, Version
 
 EXTENSION_MODULE = "sageattention._C"
+FP8_MODULE = "sageattention._C_fp8"  # FP8 P·V kernels, compiled only for archs with FP8 MMA
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class _State:
     reason: str | None = None
     message: str | None = None  # the report, repeated in strict mode
     fakes_registered: bool = False
+    fp8_module: object = None
 
 
 _state = _State()
@@ -157,6 +159,12 @@ def load(info: BuildInfo | None = None, importer=importlib.import_module):
         _state.message = describe(info, _state.reason, torch_version, cuda_version, detail=str(exc))
         _report(_state.message)
         return None
+    if info.optional_paths.get("fp8_archs"):
+        try:
+            _state.fp8_module = importer(FP8_MODULE)
+        except (ImportError, OSError) as exc:
+            _report(describe(info, "its FP8 unit failed to load", torch_version, cuda_version,
+                             detail=str(exc)))
     _register_fakes()
     return _state.module
 
@@ -176,6 +184,7 @@ def arch_supported(info: BuildInfo, capability: tuple) -> str | None:
 def reset() -> None:
     """Forget the cached result (tests)."""
     _state.tried, _state.module, _state.reason, _state.message = False, None, None, None
+    _state.fp8_module = None
     _device_ok.clear()
 
 
@@ -183,17 +192,42 @@ def _register_fakes() -> None:
     """Shapes of the compiled ops for FakeTensorMode / torch.compile (no kernel runs)."""
     register = getattr(torch.library, "register_fake", None)
     if (register is None or _state.fakes_registered
-            or not hasattr(torch.ops.sageattention_C, "quant_k_int8")):
+            or not hasattr(torch.ops.sageattention_C, "quant_int8")):
         return
     _state.fakes_registered = True
+    from . import granularity
 
-    @register("sageattention_C::quant_k_int8")
-    def _quant_k_int8_fake(k, mode, n_pad, d_pad, smooth):
-        B, H, _, D = k.shape
-        groups = (n_pad // 64) * (4 if mode == 3 else 1)
-        return (k.new_empty((B, H, n_pad, d_pad), dtype=torch.int8),
-                k.new_empty((B, H, groups), dtype=torch.float32),
-                k.new_empty((B, H, D), dtype=torch.float32))
+    @register("sageattention_C::quant_int8")
+    def _quant_int8_fake(x, mode, n_pad, d_pad, smooth, scale_mul):
+        B, H, _, D = x.shape
+        groups = granularity.n_groups(n_pad, mode, granularity.K_BLOCK)
+        return (x.new_empty((B, H, n_pad, d_pad), dtype=torch.int8),
+                x.new_empty((B, H, groups), dtype=torch.float32),
+                x.new_empty((B, H, D), dtype=torch.float32))
+
+    def _out_and_lse(q8, nq, head_dim, nhd, return_lse, dtype):
+        B, Hq = q8.shape[:2]
+        shape = (B, nq, Hq, head_dim) if nhd else (B, Hq, nq, head_dim)
+        return (q8.new_empty(shape, dtype=dtype),
+                q8.new_empty((B if return_lse else 0, Hq, nq), dtype=torch.float32))
+
+    @register("sageattention_C::attn_int8_fp16")
+    def _attn_int8_fp16_fake(q8, q_scale, k8, k_scale, v, nq, nhd, causal, per_thread, pv_mode,
+                             return_lse):
+        return _out_and_lse(q8, nq, v.shape[-1], nhd, return_lse, v.dtype)
+
+    @register("sageattention_C::quant_v_fp8")
+    def _quant_v_fp8_fake(v, n_pad, d_pad, smooth, max_value):
+        B, H, _, D = v.shape
+        return (v.new_empty((B, H, d_pad, n_pad), dtype=torch.uint8),
+                v.new_empty((B, H, d_pad), dtype=torch.float32),
+                v.new_empty((B, H, D), dtype=torch.float32))
+
+    @register("sageattention_C::attn_int8_fp8")
+    def _attn_int8_fp8_fake(q8, q_scale, k8, k_scale, v8, v_scale, nq, nk, head_dim, nhd, causal,
+                            per_thread, pv_mode, return_lse, out_bf16):
+        dtype = torch.bfloat16 if out_bf16 else torch.float16
+        return _out_and_lse(q8, nq, head_dim, nhd, return_lse, dtype)
 
 
 _device_ok: dict = {}
@@ -203,7 +237,7 @@ def usable_on(device: torch.device) -> bool:
     """True if the extension is loaded and has code for this GPU (reported once otherwise)."""
     if device.type != "cuda" or load() is None:
         return False
-    index = device.index if device.index is not None else torch.cuda.current_device()
+    index = _device_index(device)
     if index not in _device_ok:
         info = build_info()
         reason = arch_supported(info, torch.cuda.get_device_capability(index))
@@ -213,8 +247,27 @@ def usable_on(device: torch.device) -> bool:
     return _device_ok[index]
 
 
-def quant_k_int8(k: torch.Tensor, mode: int, n_pad: int, d_pad: int, smooth: bool):
-    """K's mean and INT8 quantization in one compiled call, or None where it cannot run."""
-    if not usable_on(k.device):
+def _device_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def fp8_usable_on(device: torch.device) -> bool:
+    """True if the FP8 P·V unit is loaded and has code for this GPU."""
+    if not usable_on(device) or _state.fp8_module is None:
+        return False
+    archs = build_info().optional_paths.get("fp8_archs", ())
+    fp8 = BuildInfo(version="", cuda_archs=tuple(archs))
+    return arch_supported(fp8, torch.cuda.get_device_capability(_device_index(device))) is None
+
+
+def fp8_f16_accum_compiled() -> bool:
+    """Whether the build has the fp16-accumulating FP8 MMA (pv_accum_dtype "fp32+fp16")."""
+    return bool(build_info().optional_paths.get("fp8_pv_f16_accum", False))
+
+
+def quant_int8(x: torch.Tensor, mode: int, n_pad: int, d_pad: int, smooth: bool,
+               scale_mul: float = 1.0):
+    """INT8 quantization (and K's mean) in one compiled call, or None where it cannot run."""
+    if not usable_on(x.device):
         return None
-    return torch.ops.sageattention_C.quant_k_int8(k, mode, n_pad, d_pad, smooth)
+    return torch.ops.sageattention_C.quant_int8(x, mode, n_pad, d_pad, smooth, scale_mul)

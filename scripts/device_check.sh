@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One call on a GPU machine: GPU tests, accuracy table, tile sweep and benchmark, logs to $OUT.
-# Usage: bash scripts/device_check.sh [tests] [alltests] [accuracy] [tune] [profile] [bench]
+# Usage: bash scripts/device_check.sh [cudatests] [tests] [alltests] [accuracy] [tune] [profile] [bench]
 # (default: tests accuracy tune bench)
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -10,12 +10,14 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=cs
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
 for s in $steps; do
   case $s in
-    tests) python3 -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
+    cudatests) python3 -m pytest -q -m gpu tests/test_gpu_cuda.py -p no:cacheprovider 2>&1 | tee "$OUT/gpu_cuda_tests.log" | tail -40 ;;
+    tests) python3 -m pytest -q -m gpu tests/test_gpu.py tests/test_gpu_cuda.py -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
     alltests) python3 -m pytest -q -p no:cacheprovider tests 2>&1 | tee "$OUT/all_tests.log" | tail -25 ;;
     accuracy) python3 benchmarks/accuracy.py --out "$OUT" 2>&1 | tee "$OUT/accuracy.log" | tail -40 ;;
     tune) python3 benchmarks/tune_tiles.py 2>&1 | tee "$OUT/tune.log"; python3 benchmarks/tune_tiles.py --causal 2>&1 | tee -a "$OUT/tune.log" ;;
     tune8) for c in "" --causal; do python3 benchmarks/tune_tiles.py --pv fp8 $c; done 2>&1 | tee "$OUT/tune8.log" ;;
     profile) for d in 64 128; do python3 benchmarks/profile_call.py --n 1024 --d $d 2>&1 | grep -v -i warn; done | tee "$OUT/profile.log" ;;
+    quickbench) python3 benchmarks/bench_attention.py --out "$OUT/quick" --seqlens 4096 16384 --only sageattn fp16_triton fp16_cuda "fp16_cuda fp16+fp32" fp8_cuda fp8_cuda_sm90 2>&1 | tee "$OUT/quickbench.log" | tail -20 ;;
     bench) python3 benchmarks/bench_attention.py --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -20 ;;
   esac
 done

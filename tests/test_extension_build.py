@@ -50,8 +50,9 @@ def _run(src, code):
 
 
 def test_library_is_abi3_and_python_free(built):
-    libs = list((built / "sageattention").glob("_C*.so"))
-    assert len(libs) == 1
+    libs = sorted((built / "sageattention").glob("_C*.so"))
+    # sm_80 alone: the FP8 unit (sm_89+) is not built at all.
+    assert [lib.name.split(".")[0] for lib in libs] == ["_C"], libs
     lib = libs[0]
     if tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 6):
         assert ".abi3." in lib.name
@@ -72,12 +73,23 @@ info = ops.build_info()
 assert info.compiled_extension and info.cuda_archs, info
 assert info.torch_version == torch.__version__.split('+')[0], info
 assert ops.load() is not None, ops._state.reason
-print(torch.ops.sageattention_C.quant_k_int8.default._schema)
+for name in ('quant_int8', 'attn_int8_fp16', 'quant_v_fp8', 'attn_int8_fp8'):
+    print(getattr(torch.ops.sageattention_C, name).default._schema)
+from sageattention import cuda_forward
 with FakeTensorMode():
     k = torch.empty(2, 4, 100, 96, dtype=torch.float16, device='cuda')
-    k8, ks, km = torch.ops.sageattention_C.quant_k_int8(k, 3, 128, 128, True)
-assert tuple(k8.shape) == (2, 4, 128, 128) and k8.dtype == torch.int8
-assert tuple(ks.shape) == (2, 4, 8) and tuple(km.shape) == (2, 4, 96)
+    k8, ks, km = torch.ops.sageattention_C.quant_int8(k, 3, 128, 128, True, 1.0)
+    assert tuple(k8.shape) == (2, 4, 128, 128) and k8.dtype == torch.int8
+    assert tuple(ks.shape) == (2, 4, 8) and tuple(km.shape) == (2, 4, 96)
+    q = torch.empty(2, 100, 8, 96, dtype=torch.bfloat16, device='cuda')  # NHD, GQA
+    for fp8 in (False, True):
+        out, lse = cuda_forward.attention_forward(
+            q, k.transpose(1, 2).bfloat16(), k.transpose(1, 2).bfloat16(), sm_scale=0.1,
+            tensor_layout='NHD', is_causal=True, smooth_k=True, smooth_v=fp8,
+            qk_quant_gran='per_warp', pv_fp8=fp8, pv_accum='fp32+fp32', return_lse=True)
+        assert out.shape == q.shape and out.dtype == torch.bfloat16 and lse.shape == (2, 8, 100)
+print('fp8 archs', info.optional_paths)
 print('ok')
 """)
-    assert "sageattention_C::quant_k_int8(Tensor k" in out and out.strip().endswith("ok")
+    assert "sageattention_C::quant_int8(Tensor x" in out and out.strip().endswith("ok")
+    assert "sageattention_C::attn_int8_fp8(Tensor q8" in out

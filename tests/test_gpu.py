@@ -214,7 +214,7 @@ def test_compiled_k_quantization_matches_triton(seed, dtype, mode):
         pytest.skip(f"compiled extension not loaded: {ops._state.reason}")
     base = torch.randn(2, 300, 4, 2, 96, device="cuda", dtype=dtype) * 3 + 5
     k = base[:, :, :, 0].transpose(1, 2)  # [B, H, N, D] view with odd strides
-    k8, ks, km = torch.ops.sageattention_C.quant_k_int8(k, mode, 320, 128, True)
+    k8, ks, km = torch.ops.sageattention_C.quant_int8(k, mode, 320, 128, True, 1.0)
     want_mean = k.float().mean(dim=2)
     assert torch.allclose(km, want_mean, atol=1e-3, rtol=1e-4)
     t8, ts = quantize_int8(k, mode, 64, 128, 320, mean=km)

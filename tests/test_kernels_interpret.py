@@ -237,7 +237,7 @@ def test_smooth_k_false_is_honoured_by_sageattn(seed):
 
 def test_torch_compile_fullgraph_traces_sageattn(seed):
     # Dynamo must trace the whole call (checks, dispatch, quantization, attention) into one
-    # graph: the kernels sit behind the custom op torch.ops.sageattention.triton_attention.
+    # graph: the kernels sit behind the custom op torch.ops.sageattention.attention.
     q, k, v = make_qkv(1, 2, 2, 40, 40, 64, layout="NHD")
 
     def f(q, k, v):
@@ -253,7 +253,7 @@ def test_torch_compile_fullgraph_traces_sageattn(seed):
     out, lse = torch.compile(f, fullgraph=True, backend=backend)(q, k, v)
     want, want_lse = f(q, k, v)
     assert torch.equal(out, want) and torch.equal(lse, want_lse)
-    assert len(graphs) == 1 and "sageattention.triton_attention" in graphs[0].code
+    assert len(graphs) == 1 and "sageattention.attention" in graphs[0].code
 
 
 def test_fake_implementation_shapes():
@@ -262,8 +262,9 @@ def test_fake_implementation_shapes():
     with FakeTensorMode():
         q = torch.empty(2, 50, 4, 96, dtype=torch.bfloat16)  # NHD
         k = torch.empty(2, 70, 2, 96, dtype=torch.bfloat16)
-        out, lse = torch.ops.sageattention.triton_attention(
-            q, k, k, None, 0.1, "NHD", False, True, False, "per_thread", False, "fp32+fp32", True)
+        out, lse = torch.ops.sageattention.attention(
+            q, k, k, None, 0.1, "NHD", False, True, False, "per_thread", False, "fp32+fp32", "triton",
+            True)
     assert out.shape == q.shape and out.dtype == torch.bfloat16
     assert lse.shape == (2, 4, 50) and lse.dtype == torch.float32
 
@@ -275,7 +276,7 @@ def test_fp8_smooth_v_keeps_fully_masked_rows_zero(seed):
     mask = torch.ones(1, 2, 40, 40, dtype=torch.bool)
     mask[..., 5, :] = False
     out, _ = launch.attention(q, k, v, mask, 0.125, "HND", False, True, True, "per_thread", True,
-                              "fp32+fp32", False)
+                              "fp32+fp32", "triton", False)
     assert torch.all(out[:, :, 5] == 0) and torch.isfinite(out).all()
     assert out[:, :, 6].abs().sum() > 0
 

@@ -121,7 +121,7 @@ def attention_forward(
         v_op, v_scale = v, v  # v_scale: unused placeholder pointer
         v_strides = tuple(v.stride())
         # The compiled extension does K's mean and quantization in one call where it can run.
-        compiled = ops.quant_k_int8(k, k_mode, n_pad, d_pad, smooth_k)
+        compiled = ops.quant_int8(k, k_mode, n_pad, d_pad, smooth_k)
         if compiled is not None:
             k8, ks, km = compiled
             km = km if smooth_k else None

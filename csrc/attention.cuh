@@ -1,0 +1,441 @@
+// INT8 Q·Kᵀ attention with FP16/BF16 or FP8 (e4m3) P·V on mma.sync tensor cores (sm80+; the
+// FP8 instantiations sm89+). One template, instantiated by attn_fp16.cu and attn_fp8.cu.
+//
+// Work split: a block of kWarps warps owns kWarps * 16 consecutive query rows of one
+// (batch, head); each warp owns 16 rows and walks all key tiles of 64 keys, keeping its
+// Q fragments, the output accumulator and the softmax state in registers. K (and V) tiles go
+// through shared memory, double-buffered with cp.async: the next K tile loads while this
+// tile's scores are computed, the next V tile while P·V runs.
+//
+// Inputs (all produced by quant.cu / quant_v_fp8.cu, see sageattention/granularity.py):
+//   q8 int8 [B, Hq, nq_pad, D_PAD], q_scale fp32 (per_warp: one per 32 rows; per_thread: 8 per
+//     32 rows, row r uses (r / 32) * 8 + r % 8) - already multiplied by sm_scale * log2(e);
+//   k8 int8 [B, Hkv, nk_pad, D_PAD] (K minus its channel mean), k_scale fp32 (per_warp: one per
+//     64 keys; per_thread: 4 per 64 keys, key r uses (r / 64) * 4 + (r % 8) / 2);
+//   FP16 path: V as given ([B, Hkv, Nk, D] with any 16-byte-aligned strides, unit channel
+//     stride); FP8 path: v8 e4m3 [B, Hkv, D_PAD, nk_pad] (transposed; inside every 16 keys the
+//     key order is permuted, see quant_v_fp8.cu) and v_scale fp32 [B, Hkv, D_PAD].
+// With these layouts the thread that holds a score element also holds its Q and K scale: a
+// thread's accumulator rows are g and g + 8 of its warp's 16 rows (same r % 8, same 32-row
+// group) and its columns 2t, 2t + 1 of every 8-key tile (same (r % 8) / 2).
+//
+// Scores are in base 2 (log2(e) is folded into Q's scale); the online softmax keeps the row
+// max m and the row sum l in fp32; a row that has seen no key yet keeps m = -inf and
+// contributes zeros. Causal masking is top-left aligned (query i sees keys j <= i), as in SDPA.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <cfloat>
+#include <type_traits>
+
+#include "ptx.cuh"
+
+namespace sageattention {
+
+constexpr int kCtaK = 64;   // keys per tile (granularity.K_BLOCK)
+constexpr int kWarpQ = 16;  // query rows per warp
+constexpr int kWarps = 4;   // warps per block
+constexpr int kCtaQ = kWarpQ * kWarps;
+constexpr float kFp8PScale = 448.f;  // P in [0, 1] is multiplied by this before e4m3 rounding
+
+// P·V variants (the op's pv_mode argument; sageattention/cuda_forward.py names them).
+enum PvMode : int {
+  kPvF16AccF32 = 0,  // fp16/bf16 MMA accumulating in fp32
+  kPvF16AccF16 = 1,  // fp16 MMA accumulating in fp16 for one 64-key tile, then added to fp32
+  kPvF8AccF32 = 2,   // e4m3 MMA accumulating straight into the fp32 output registers
+  kPvF8AccF32F32 = 3,  // e4m3 MMA into a per-tile fp32 accumulator, added to the output
+  kPvF8AccF16 = 4,   // e4m3 MMA accumulating in fp16 per tile (V range narrowed), then fp32
+};
+
+constexpr bool is_fp8(int pv) { return pv >= kPvF8AccF32; }
+
+struct AttnParams {
+  const int8_t* q8;
+  const float* q_scale;
+  const int8_t* k8;
+  const float* k_scale;
+  const void* v;
+  const float* v_scale;  // FP8 only
+  void* out;
+  float* lse;  // nullptr unless requested; [B, Hq, Nq]
+  int64_t v_sb, v_sh, v_sn;  // FP16 path: V strides in elements
+  int64_t o_sb, o_sh, o_sn;  // output strides in elements
+  int Hq, Hkv, Nq, Nk, D, nq_pad, nk_pad;
+  bool per_thread;  // scale granularity of Q and K
+  bool out_bf16;
+};
+
+template <int D_PAD, int PV>
+struct SmemLayout {
+  static constexpr int k_stride = D_PAD + 16;  // bytes; +16 keeps ldmatrix rows conflict-free
+  static constexpr int k_tile = kCtaK * k_stride;
+  // FP16: [key][channel] halves, +8 halves per row; FP8: [channel][key] bytes, +16 per row.
+  static constexpr int v_stride = is_fp8(PV) ? kCtaK + 16 : (D_PAD + 8) * 2;
+  static constexpr int v_tile = is_fp8(PV) ? D_PAD * v_stride : kCtaK * v_stride;
+  static constexpr int bytes = 2 * (k_tile + v_tile);
+};
+
+template <int D_PAD, int PV>
+__device__ __forceinline__ void load_k_tile(const AttnParams& p, int8_t* smem, int64_t bhk,
+                                            int tile) {
+  using L = SmemLayout<D_PAD, PV>;
+  constexpr int chunks_per_row = D_PAD / 16;
+  const int8_t* src = p.k8 + (bhk * p.nk_pad + static_cast<int64_t>(tile) * kCtaK) * D_PAD;
+  for (int i = threadIdx.x; i < kCtaK * chunks_per_row; i += kWarps * 32) {
+    const int row = i / chunks_per_row, c = i % chunks_per_row;
+    ptx::cp_async_16(smem + row * L::k_stride + c * 16, src + row * D_PAD + c * 16, 16);
+  }
+}
+
+template <int D_PAD, int PV, typename VT>
+__device__ __forceinline__ void load_v_tile(const AttnParams& p, int8_t* smem, int64_t b,
+                                            int64_t hk, int tile) {
+  using L = SmemLayout<D_PAD, PV>;
+  if constexpr (is_fp8(PV)) {
+    // v8 is padded to nk_pad keys and D_PAD channels: every chunk is in bounds.
+    const uint8_t* src = static_cast<const uint8_t*>(p.v) +
+                         (b * p.Hkv + hk) * static_cast<int64_t>(D_PAD) * p.nk_pad +
+                         static_cast<int64_t>(tile) * kCtaK;
+    for (int i = threadIdx.x; i < D_PAD * (kCtaK / 16); i += kWarps * 32) {
+      const int row = i / (kCtaK / 16), c = i % (kCtaK / 16);
+      ptx::cp_async_16(smem + row * L::v_stride + c * 16,
+                       src + static_cast<int64_t>(row) * p.nk_pad + c * 16, 16);
+    }
+  } else {
+    // V as the user gave it: keys past Nk and channels past D are zero-filled.
+    constexpr int chunks_per_row = D_PAD / 8;
+    const VT* base = static_cast<const VT*>(p.v) + b * p.v_sb + hk * p.v_sh;
+    for (int i = threadIdx.x; i < kCtaK * chunks_per_row; i += kWarps * 32) {
+      const int row = i / chunks_per_row, c = i % chunks_per_row;
+      const int key = tile * kCtaK + row;
+      const bool ok = key < p.Nk && c * 8 < p.D;
+      const VT* src = ok ? base + static_cast<int64_t>(key) * p.v_sn + c * 8 : base;
+      ptx::cp_async_16(smem + row * L::v_stride + c * 16, src, ok ? 16 : 0);
+    }
+  }
+}
+
+template <int D_PAD, bool CAUSAL, int PV, typename VT>
+__global__ void __launch_bounds__(kWarps * 32)
+    attention_kernel(const AttnParams p) {
+  using L = SmemLayout<D_PAD, PV>;
+  constexpr int KC = D_PAD / 32;  // k32 steps of Q·Kᵀ
+  constexpr int NT = D_PAD / 8;   // n8 tiles of the output
+  extern __shared__ __align__(16) int8_t smem[];
+  int8_t* k_smem = smem;
+  int8_t* v_smem = smem + 2 * L::k_tile;
+
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int g = lane / 4, t = lane % 4;
+  // Causal blocks with the most work start first.
+  const int q_block = CAUSAL ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
+  const int64_t b = blockIdx.z, h = blockIdx.y, hk = h / (p.Hq / p.Hkv);
+  const int64_t bh = b * p.Hq + h, bhk = b * p.Hkv + hk;
+  const int q0 = q_block * kCtaQ + warp * kWarpQ;  // first row of this warp
+
+  // Q fragments stay in registers for the whole key loop.
+  uint32_t qf[KC][4];
+  {
+    const int8_t* q = p.q8 + (bh * p.nq_pad + q0) * D_PAD;
+#pragma unroll
+    for (int kc = 0; kc < KC; ++kc) {
+      qf[kc][0] = *reinterpret_cast<const uint32_t*>(q + g * D_PAD + kc * 32 + 4 * t);
+      qf[kc][1] = *reinterpret_cast<const uint32_t*>(q + (g + 8) * D_PAD + kc * 32 + 4 * t);
+      qf[kc][2] = *reinterpret_cast<const uint32_t*>(q + g * D_PAD + kc * 32 + 16 + 4 * t);
+      qf[kc][3] = *reinterpret_cast<const uint32_t*>(q + (g + 8) * D_PAD + kc * 32 + 16 + 4 * t);
+    }
+  }
+  const float q_scale =
+      p.per_thread ? p.q_scale[bh * (p.nq_pad / 32 * 8) + (q0 / 32) * 8 + g]
+                   : p.q_scale[bh * (p.nq_pad / 32) + q0 / 32];
+  const float* k_scale = p.k_scale + bhk * (p.nk_pad / kCtaK) * (p.per_thread ? 4 : 1);
+
+  float o[NT][4];
+#pragma unroll
+  for (int n = 0; n < NT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+
+  int n_tiles = (p.Nk + kCtaK - 1) / kCtaK;
+  if (CAUSAL) {
+    const int last_row = min((q_block + 1) * kCtaQ, p.Nq) - 1;
+    n_tiles = min(n_tiles, last_row / kCtaK + 1);
+  }
+
+  load_k_tile<D_PAD, PV>(p, k_smem, bhk, 0);
+  ptx::cp_async_commit();
+  load_v_tile<D_PAD, PV, VT>(p, v_smem, b, hk, 0);
+  ptx::cp_async_commit();
+
+  for (int tile = 0; tile < n_tiles; ++tile) {
+    const int stage = tile & 1;
+    const bool has_next = tile + 1 < n_tiles;
+    ptx::cp_async_wait<1>();  // this tile's K has landed (its V may still be in flight)
+    __syncthreads();
+    if (has_next) load_k_tile<D_PAD, PV>(p, k_smem + (stage ^ 1) * L::k_tile, bhk, tile + 1);
+    ptx::cp_async_commit();
+
+    // S = Q8 · K8ᵀ (int32), 8 tiles of 8 keys.
+    int acc[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
+    const int8_t* ks = k_smem + stage * L::k_tile;
+#pragma unroll
+    for (int kc = 0; kc < KC; ++kc) {
+#pragma unroll
+      for (int j = 0; j < 8; j += 2) {
+        uint32_t bf[4];
+        const int mat = lane / 8;
+        ptx::ldmatrix_x4(bf, ks + (8 * (j + mat / 2) + lane % 8) * L::k_stride + kc * 32 +
+                                 (mat % 2) * 16);
+        ptx::mma_s8(acc[j], qf[kc], bf[0], bf[1]);
+        ptx::mma_s8(acc[j + 1], qf[kc], bf[2], bf[3]);
+      }
+    }
+
+    // Dequantize, mask, online softmax.
+    const float k_sc = p.per_thread ? k_scale[tile * 4 + t] : k_scale[tile];
+    const float sc = q_scale * k_sc;
+    float s[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[j][e] = static_cast<float>(acc[j][e]) * sc;
+    const int key0 = tile * kCtaK;
+    if (key0 + kCtaK > p.Nk || (CAUSAL && key0 + kCtaK - 1 > q0)) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = key0 + 8 * j + 2 * t + (e & 1);
+          const int row = q0 + g + 8 * (e >> 1);
+          if (key >= p.Nk || (CAUSAL && key > row)) s[j][e] = -INFINITY;
+        }
+    }
+    float m_use[2], alpha[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) mx = fmaxf(mx, fmaxf(s[j][2 * r], s[j][2 * r + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float m_new = fmaxf(m[r], mx);
+      m_use[r] = m_new == -INFINITY ? 0.f : m_new;  // no key seen yet: keep everything zero
+      alpha[r] = ptx::fast_exp2(m[r] - m_use[r]);
+      m[r] = m_new;
+    }
+    float rowsum[2] = {0.f, 0.f};
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[j][e] = ptx::fast_exp2(s[j][e] - m_use[e >> 1]);
+        rowsum[e >> 1] += s[j][e];
+      }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) l[r] = l[r] * alpha[r] + rowsum[r];
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+      o[n][0] *= alpha[0];
+      o[n][1] *= alpha[0];
+      o[n][2] *= alpha[1];
+      o[n][3] *= alpha[1];
+    }
+
+    if (has_next) ptx::cp_async_wait<1>();  // this tile's V has landed
+    else ptx::cp_async_wait<0>();
+    __syncthreads();
+    if (has_next) load_v_tile<D_PAD, PV, VT>(p, v_smem + (stage ^ 1) * L::v_tile, b, hk, tile + 1);
+    ptx::cp_async_commit();
+    const int8_t* vs = v_smem + stage * L::v_tile;
+
+    if constexpr (!is_fp8(PV)) {
+      // O += P · V over 4 steps of 16 keys; P's accumulator layout is the A fragment layout.
+      constexpr bool f16_acc = PV == kPvF16AccF16 && std::is_same<VT, __half>::value;
+      uint32_t ob[f16_acc ? NT : 1][2];
+      if constexpr (f16_acc) {
+#pragma unroll
+        for (int n = 0; n < NT; ++n) ob[n][0] = ob[n][1] = 0u;
+      }
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        uint32_t a[4];
+        a[0] = ptx::pack2<VT>(s[2 * kk][0], s[2 * kk][1]);
+        a[1] = ptx::pack2<VT>(s[2 * kk][2], s[2 * kk][3]);
+        a[2] = ptx::pack2<VT>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        a[3] = ptx::pack2<VT>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+        for (int n = 0; n < NT; n += 2) {
+          uint32_t bf[4];
+          const int mat = lane / 8;
+          ptx::ldmatrix_x4_trans(
+              bf, vs + (16 * kk + (mat % 2) * 8 + lane % 8) * L::v_stride + (n + mat / 2) * 16);
+          if constexpr (f16_acc) {
+            ptx::mma_f16_f16(ob[n], a, bf[0], bf[1]);
+            ptx::mma_f16_f16(ob[n + 1], a, bf[2], bf[3]);
+          } else {
+            ptx::mma_16bit_f32<VT>(o[n], a, bf[0], bf[1]);
+            ptx::mma_16bit_f32<VT>(o[n + 1], a, bf[2], bf[3]);
+          }
+        }
+      }
+      if constexpr (f16_acc) {
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+          const float2 lo = __half22float2(*reinterpret_cast<__half2*>(&ob[n][0]));
+          const float2 hi = __half22float2(*reinterpret_cast<__half2*>(&ob[n][1]));
+          o[n][0] += lo.x;
+          o[n][1] += lo.y;
+          o[n][2] += hi.x;
+          o[n][3] += hi.y;
+        }
+      }
+    } else {
+#ifndef SAGE_NO_FP8_MMA
+      // O += (P * 448 in e4m3) · V8 over 2 steps of 32 keys. A thread's P columns are 2t, 2t+1
+      // of each 8-key tile, while the e4m3 A fragment wants 4 consecutive k: quant_v_fp8.cu
+      // stores V's keys in the matching order, so P can be packed without any shuffle.
+      constexpr bool two_level = PV != kPvF8AccF32;
+      constexpr bool f16_acc = PV == kPvF8AccF16;
+      float ob[two_level && !f16_acc ? NT : 1][4];
+      uint32_t oh[f16_acc ? NT : 1][2];
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+        if constexpr (two_level && !f16_acc) ob[n][0] = ob[n][1] = ob[n][2] = ob[n][3] = 0.f;
+        if constexpr (f16_acc) oh[n][0] = oh[n][1] = 0u;
+      }
+#pragma unroll
+      for (int ks2 = 0; ks2 < 2; ++ks2) {
+        uint32_t a[4];
+        const int j0 = 4 * ks2;
+        a[0] = ptx::pack4_e4m3(s[j0][0] * kFp8PScale, s[j0][1] * kFp8PScale,
+                               s[j0 + 1][0] * kFp8PScale, s[j0 + 1][1] * kFp8PScale);
+        a[1] = ptx::pack4_e4m3(s[j0][2] * kFp8PScale, s[j0][3] * kFp8PScale,
+                               s[j0 + 1][2] * kFp8PScale, s[j0 + 1][3] * kFp8PScale);
+        a[2] = ptx::pack4_e4m3(s[j0 + 2][0] * kFp8PScale, s[j0 + 2][1] * kFp8PScale,
+                               s[j0 + 3][0] * kFp8PScale, s[j0 + 3][1] * kFp8PScale);
+        a[3] = ptx::pack4_e4m3(s[j0 + 2][2] * kFp8PScale, s[j0 + 2][3] * kFp8PScale,
+                               s[j0 + 3][2] * kFp8PScale, s[j0 + 3][3] * kFp8PScale);
+#pragma unroll
+        for (int n = 0; n < NT; n += 2) {
+          uint32_t bf[4];
+          const int mat = lane / 8;
+          ptx::ldmatrix_x4(bf, vs + (8 * (n + mat / 2) + lane % 8) * L::v_stride + 32 * ks2 +
+                                   (mat % 2) * 16);
+          if constexpr (f16_acc) {
+#if SAGE_FP8_F16_ACCUM
+            ptx::mma_e4m3_f16(oh[n], a, bf[0], bf[1]);
+            ptx::mma_e4m3_f16(oh[n + 1], a, bf[2], bf[3]);
+#endif
+          } else if constexpr (two_level) {
+            ptx::mma_e4m3_f32(ob[n], a, bf[0], bf[1]);
+            ptx::mma_e4m3_f32(ob[n + 1], a, bf[2], bf[3]);
+          } else {
+            ptx::mma_e4m3_f32(o[n], a, bf[0], bf[1]);
+            ptx::mma_e4m3_f32(o[n + 1], a, bf[2], bf[3]);
+          }
+        }
+      }
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+        if constexpr (f16_acc) {
+          const float2 lo = __half22float2(*reinterpret_cast<__half2*>(&oh[n][0]));
+          const float2 hi = __half22float2(*reinterpret_cast<__half2*>(&oh[n][1]));
+          o[n][0] += lo.x;
+          o[n][1] += lo.y;
+          o[n][2] += hi.x;
+          o[n][3] += hi.y;
+        } else if constexpr (two_level) {
+          o[n][0] += ob[n][0];
+          o[n][1] += ob[n][1];
+          o[n][2] += ob[n][2];
+          o[n][3] += ob[n][3];
+        }
+      }
+#endif
+    }
+  }
+
+  // Normalize and store (rows past Nq and channels past D are padding).
+  float inv[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    inv[r] = l[r] > 0.f ? 1.f / l[r] : 0.f;
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = q0 + g + 8 * r;
+    if (row >= p.Nq) continue;
+    const int64_t base = b * p.o_sb + h * p.o_sh + static_cast<int64_t>(row) * p.o_sn;
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+      const int col = 8 * n + 2 * t;
+      if (col >= p.D) continue;
+      float x0 = o[n][2 * r] * inv[r], x1 = o[n][2 * r + 1] * inv[r];
+      if constexpr (is_fp8(PV)) {
+        const float* vsc = p.v_scale + bhk * D_PAD + col;
+        x0 *= vsc[0] * (1.f / kFp8PScale);
+        x1 *= vsc[1] * (1.f / kFp8PScale);
+      }
+      if (p.out_bf16) {
+        *reinterpret_cast<uint32_t*>(static_cast<__nv_bfloat16*>(p.out) + base + col) =
+            ptx::pack2<__nv_bfloat16>(x0, x1);
+      } else {
+        *reinterpret_cast<uint32_t*>(static_cast<__half*>(p.out) + base + col) =
+            ptx::pack2<__half>(x0, x1);
+      }
+    }
+    if (p.lse != nullptr && t == 0) {
+      p.lse[bh * p.Nq + row] =
+          l[r] > 0.f ? (m[r] + log2f(l[r])) * 0.6931471805599453f : -INFINITY;
+    }
+  }
+}
+
+// Launch one instantiation; the dynamic shared memory limit is raised where needed.
+template <int D_PAD, bool CAUSAL, int PV, typename VT>
+void launch_attention(const AttnParams& p, int B, cudaStream_t stream) {
+  auto kernel = attention_kernel<D_PAD, CAUSAL, PV, VT>;
+  constexpr int smem = SmemLayout<D_PAD, PV>::bytes;
+  if (smem > 48 * 1024) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  }
+  dim3 grid((p.Nq + kCtaQ - 1) / kCtaQ, p.Hq, B);
+  kernel<<<grid, kWarps * 32, smem, stream>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// Checks shared by both ops (shapes and dtypes of the quantized inputs).
+inline void check_quantized(const at::Tensor& q8, const at::Tensor& q_scale, const at::Tensor& k8,
+                            const at::Tensor& k_scale, int64_t nq, bool per_thread,
+                            const char* op) {
+  TORCH_CHECK(q8.is_cuda() && k8.is_cuda(), op, ": q8 and k8 must be CUDA tensors");
+  TORCH_CHECK(q8.scalar_type() == at::kChar && k8.scalar_type() == at::kChar, op,
+              ": q8 and k8 must be int8");
+  TORCH_CHECK(q8.dim() == 4 && k8.dim() == 4 && q8.is_contiguous() && k8.is_contiguous(), op,
+              ": q8 and k8 must be contiguous [B, H, N_pad, D_pad]");
+  TORCH_CHECK(q_scale.scalar_type() == at::kFloat && k_scale.scalar_type() == at::kFloat &&
+                  q_scale.is_contiguous() && k_scale.is_contiguous(),
+              op, ": scales must be contiguous float32");
+  const int64_t B = q8.size(0), Hq = q8.size(1), nq_pad = q8.size(2), d_pad = q8.size(3);
+  const int64_t Hkv = k8.size(1), nk_pad = k8.size(2);
+  TORCH_CHECK(d_pad == 64 || d_pad == 128, op, ": padded head dim must be 64 or 128, got ", d_pad);
+  TORCH_CHECK(k8.size(0) == B && k8.size(3) == d_pad, op, ": k8 must match q8 in batch and D");
+  TORCH_CHECK(Hkv > 0 && Hq % Hkv == 0, op, ": q heads must be a multiple of k heads");
+  TORCH_CHECK(nq_pad % kCtaQ == 0 && nq >= 0 && nq <= nq_pad, op,
+              ": q8 rows must be padded to a multiple of ", kCtaQ, " covering nq");
+  TORCH_CHECK(nk_pad % kCtaK == 0, op, ": k8 rows must be padded to a multiple of ", kCtaK);
+  TORCH_CHECK(B <= 65535 && Hq <= 65535, op, ": batch and heads must each be <= 65535");
+  TORCH_CHECK(q_scale.numel() == B * Hq * (nq_pad / 32) * (per_thread ? 8 : 1), op,
+              ": q_scale has the wrong size for this granularity");
+  TORCH_CHECK(k_scale.numel() == B * Hkv * (nk_pad / kCtaK) * (per_thread ? 4 : 1), op,
+              ": k_scale has the wrong size for this granularity");
+}
+
+}  // namespace sageattention

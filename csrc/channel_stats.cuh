@@ -1,0 +1,59 @@
+// Per-(batch, head, channel) statistics over the sequence, shared by the K quantization
+// (mean, for smoothing) and the V quantization (mean and the range of V or of V - mean).
+#pragma once
+
+#include <cstdint>
+
+namespace sageattention {
+
+struct Strides {
+  int64_t b, h, n, d;
+};
+
+constexpr int kStatRows = 8;  // row lanes per block (x 32 channels)
+
+template <typename T>
+__device__ __forceinline__ float to_float(T v) { return static_cast<float>(v); }
+
+// grid (ceil(D / 32), H, B), block (32, kStatRows). mean [B, H, D] always; amax [B, H, D] when
+// not null: max |x - mean| if centered, else max |x|.
+template <typename T>
+__global__ void channel_stats_kernel(const T* __restrict__ x, Strides s, int N, int D,
+                                     float* __restrict__ mean, float* __restrict__ amax,
+                                     bool centered) {
+  const int c = blockIdx.x * 32 + threadIdx.x;
+  const int64_t h = blockIdx.y, b = blockIdx.z;
+  const int H = gridDim.y;
+  __shared__ float part_sum[kStatRows][32], part_max[kStatRows][32], part_min[kStatRows][32];
+  float acc = 0.f, hi = -INFINITY, lo = INFINITY;
+  if (c < D) {
+    const T* base = x + b * s.b + h * s.h + c * s.d;
+    for (int r = threadIdx.y; r < N; r += kStatRows) {
+      const float v = to_float(base[r * s.n]);
+      acc += v;
+      hi = fmaxf(hi, v);
+      lo = fminf(lo, v);
+    }
+  }
+  part_sum[threadIdx.y][threadIdx.x] = acc;
+  part_max[threadIdx.y][threadIdx.x] = hi;
+  part_min[threadIdx.y][threadIdx.x] = lo;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < D) {
+    float total = 0.f;
+#pragma unroll
+    for (int i = 0; i < kStatRows; ++i) {
+      total += part_sum[i][threadIdx.x];
+      hi = fmaxf(hi, part_max[i][threadIdx.x]);
+      lo = fminf(lo, part_min[i][threadIdx.x]);
+    }
+    const int64_t at = (b * H + h) * D + c;
+    const float mu = N > 0 ? total / static_cast<float>(N) : 0.f;
+    mean[at] = mu;
+    if (amax != nullptr) {
+      amax[at] = N == 0 ? 0.f : centered ? fmaxf(hi - mu, mu - lo) : fmaxf(fabsf(hi), fabsf(lo));
+    }
+  }
+}
+
+}  // namespace sageattention

@@ -1,0 +1,85 @@
+// Host side of INT8 Q·Kᵀ + FP8 e4m3 P·V (sageattn_qk_int8_pv_fp8_cuda[_sm90]); this unit is
+// compiled only for archs with FP8 tensor cores (8.9, 9.0, 12.0: setup.py).
+#include "attention.cuh"
+#include "kernels.h"
+
+namespace sageattention {
+
+namespace {
+template <int D_PAD, bool CAUSAL>
+void dispatch_pv(const AttnParams& p, int B, int64_t pv_mode, cudaStream_t stream) {
+  switch (pv_mode) {
+    case kPvF8AccF32:
+      launch_attention<D_PAD, CAUSAL, kPvF8AccF32, __half>(p, B, stream);
+      break;
+#if SAGE_FP8_F16_ACCUM
+    case kPvF8AccF16:
+      launch_attention<D_PAD, CAUSAL, kPvF8AccF16, __half>(p, B, stream);
+      break;
+#endif
+    default:
+      launch_attention<D_PAD, CAUSAL, kPvF8AccF32F32, __half>(p, B, stream);
+  }
+}
+}  // namespace
+
+bool fp8_f16_accum_compiled() { return SAGE_FP8_F16_ACCUM != 0; }
+
+std::tuple<at::Tensor, at::Tensor> attn_int8_fp8(const at::Tensor& q8, const at::Tensor& q_scale,
+                                                 const at::Tensor& k8, const at::Tensor& k_scale,
+                                                 const at::Tensor& v8, const at::Tensor& v_scale,
+                                                 int64_t nq, int64_t nk, int64_t head_dim,
+                                                 bool nhd, bool causal, bool per_thread,
+                                                 int64_t pv_mode, bool return_lse, bool out_bf16) {
+  const char* op = "attn_int8_fp8";
+  check_quantized(q8, q_scale, k8, k_scale, nq, per_thread, op);
+  TORCH_CHECK(pv_mode == kPvF8AccF32 || pv_mode == kPvF8AccF32F32 || pv_mode == kPvF8AccF16, op,
+              ": pv_mode must be 2, 3 or 4");
+  TORCH_CHECK(pv_mode != kPvF8AccF16 || SAGE_FP8_F16_ACCUM, op,
+              ": this build has no fp16-accumulating FP8 MMA (needs nvcc >= 12.8); use pv_mode 3");
+  const int64_t B = q8.size(0), Hq = q8.size(1), d_pad = q8.size(3);
+  const int64_t Hkv = k8.size(1), nk_pad = k8.size(2);
+  TORCH_CHECK(v8.is_cuda() && v8.scalar_type() == at::kByte && v8.is_contiguous() &&
+                  v8.dim() == 4 && v8.size(0) == B && v8.size(1) == Hkv && v8.size(2) == d_pad &&
+                  v8.size(3) == nk_pad,
+              op, ": v8 must be contiguous uint8 [B, Hkv, D_pad, Nk_pad] (quant_v_fp8)");
+  TORCH_CHECK(v_scale.scalar_type() == at::kFloat && v_scale.is_contiguous() &&
+                  v_scale.numel() == B * Hkv * d_pad,
+              op, ": v_scale must be contiguous float32 [B, Hkv, D_pad]");
+  TORCH_CHECK(nk > 0 && nk <= nk_pad, op, ": need 0 < nk <= padded keys");
+  TORCH_CHECK(head_dim > 0 && head_dim <= d_pad && head_dim % 2 == 0, op,
+              ": head_dim must be even and <= the padded head dim");
+  const c10::cuda::CUDAGuard guard(q8.device());
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  auto opts = q_scale.options().dtype(out_bf16 ? at::kBFloat16 : at::kHalf);
+  const int64_t D = head_dim;
+  at::Tensor out = nhd ? at::empty({B, nq, Hq, D}, opts) : at::empty({B, Hq, nq, D}, opts);
+  at::Tensor lse = at::empty({return_lse ? B : 0, Hq, nq}, opts.dtype(at::kFloat));
+  if (nq == 0 || B == 0 || Hq == 0) return {out, lse};
+  AttnParams p{};
+  p.q8 = q8.data_ptr<int8_t>();
+  p.q_scale = q_scale.data_ptr<float>();
+  p.k8 = k8.data_ptr<int8_t>();
+  p.k_scale = k_scale.data_ptr<float>();
+  p.v = v8.data_ptr();
+  p.v_scale = v_scale.data_ptr<float>();
+  p.out = out.data_ptr();
+  p.lse = return_lse ? lse.data_ptr<float>() : nullptr;
+  const int64_t o_sn = nhd ? Hq * D : D, o_sh = nhd ? D : nq * D;
+  p.o_sb = nq * Hq * D, p.o_sh = o_sh, p.o_sn = o_sn;
+  p.Hq = static_cast<int>(Hq), p.Hkv = static_cast<int>(Hkv);
+  p.Nq = static_cast<int>(nq), p.Nk = static_cast<int>(nk), p.D = static_cast<int>(D);
+  p.nq_pad = static_cast<int>(q8.size(2)), p.nk_pad = static_cast<int>(nk_pad);
+  p.per_thread = per_thread;
+  p.out_bf16 = out_bf16;
+  if (d_pad == 64) {
+    causal ? dispatch_pv<64, true>(p, B, pv_mode, stream)
+           : dispatch_pv<64, false>(p, B, pv_mode, stream);
+  } else {
+    causal ? dispatch_pv<128, true>(p, B, pv_mode, stream)
+           : dispatch_pv<128, false>(p, B, pv_mode, stream);
+  }
+  return {out, lse};
+}
+
+}  // namespace sageattention

@@ -1,0 +1,146 @@
+// INT8 quantization of Q or K (one op call from Python), optionally smoothed (K).
+//
+// Pass 1 (channel_stats_kernel, only when smoothing): mean over the sequence of every
+// (batch, head, channel), fp32.
+// Pass 2 (quant_int8_kernel): one 64-row tile per block; subtract the mean, max |x| per row,
+// then per scale group x * (127 / amax) rounded half away from zero. Scale groups are those of
+// sageattention/granularity.py (the same arithmetic as the Triton kernel and reference.py):
+//   mode 0 (MODE_TILE)     one scale per 64 rows               (per_block / per_warp K)
+//   mode 1 (MODE_WARP)     one per 32 rows, group r / 32        (per_warp Q)
+//   mode 2 (MODE_THREAD_Q) 8 per 32 rows, group (r/32)*8 + r%8  (per_thread Q)
+//   mode 3 (MODE_THREAD_K) 4 per 64 rows, group (r/64)*4 + (r%8)/2 (per_thread K)
+// The stored scale is amax / 127 * scale_mul (Q passes sm_scale * log2(e), K passes 1).
+//
+// Layouts (all contiguous, zero padded): x8 int8 [B, H, n_pad, d_pad]; scales fp32
+// [B, H, groups(n_pad)]; mean fp32 [B, H, D] (zeros without smoothing). The input may have any
+// strides; offsets are 64-bit.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>  // not ATen/cuda/CUDAContext.h: that one needs cuSPARSE headers
+
+#include "channel_stats.cuh"
+#include "kernels.h"
+
+namespace sageattention {
+namespace {
+
+constexpr int kTile = 64;       // rows per block in pass 2 (the K scale tile)
+constexpr int kThreads = 256;   // 8 warps
+
+__host__ __device__ __forceinline__ int groups_per_tile(int mode) {
+  return mode == 1 ? 2 : mode == 2 ? 16 : mode == 3 ? 4 : 1;
+}
+
+// Group of row r (0..63) inside its 64-row tile.
+__device__ __forceinline__ int group_in_tile(int r, int mode) {
+  switch (mode) {
+    case 1: return r / 32;
+    case 2: return (r / 32) * 8 + r % 8;
+    case 3: return (r % 8) / 2;
+    default: return 0;
+  }
+}
+
+// grid (n_pad / kTile, H, B), block kThreads; dynamic shared memory: kTile * d_pad floats.
+template <typename T>
+__global__ void quant_int8_kernel(const T* __restrict__ x, Strides s, int N, int D, int d_pad,
+                                  const float* __restrict__ mean, int mode, int n_pad,
+                                  float scale_mul, int8_t* __restrict__ y,
+                                  float* __restrict__ scales) {
+  extern __shared__ float tile[];  // [kTile][d_pad]
+  __shared__ float row_amax[kTile];
+  __shared__ float group_amax[16];
+  const int64_t h = blockIdx.y, b = blockIdx.z;
+  const int H = gridDim.y;
+  const int row0 = blockIdx.x * kTile;
+  const int64_t slab = b * H + h;
+  const float* m = mean ? mean + slab * D : nullptr;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+
+  // Load, smooth; each warp owns rows warp, warp + 8, ...
+  for (int r = warp; r < kTile; r += kThreads / 32) {
+    const int n = row0 + r;
+    float amax = 0.f;
+    for (int c = lane; c < d_pad; c += 32) {
+      float v = 0.f;
+      if (n < N && c < D) {
+        v = to_float(x[b * s.b + h * s.h + static_cast<int64_t>(n) * s.n + c * s.d]);
+        if (m) v -= m[c];
+      }
+      tile[r * d_pad + c] = v;
+      amax = fmaxf(amax, fabsf(v));
+    }
+    for (int o = 16; o > 0; o /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    if (lane == 0) row_amax[r] = amax;
+  }
+  __syncthreads();
+  const int n_groups = groups_per_tile(mode);
+  if (threadIdx.x < n_groups) {
+    float g = 0.f;
+    for (int r = 0; r < kTile; ++r)
+      if (group_in_tile(r, mode) == static_cast<int>(threadIdx.x)) g = fmaxf(g, row_amax[r]);
+    g = fmaxf(g, 1e-30f);
+    group_amax[threadIdx.x] = g;
+    scales[slab * (static_cast<int64_t>(n_pad / kTile) * n_groups) + blockIdx.x * n_groups +
+           threadIdx.x] = g / 127.f * scale_mul;
+  }
+  __syncthreads();
+  int8_t* out = y + (slab * n_pad + row0) * static_cast<int64_t>(d_pad);
+  for (int i = threadIdx.x; i < kTile * d_pad; i += kThreads) {
+    const int r = i / d_pad;
+    const float inv = 127.f / group_amax[group_in_tile(r, mode)];
+    float v = tile[i] * inv;
+    v = v >= 0.f ? v + 0.5f : v - 0.5f;
+    v = fminf(fmaxf(v, -127.f), 127.f);
+    out[i] = static_cast<int8_t>(__float2int_rz(v));
+  }
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> quant_int8(const at::Tensor& x, int64_t mode,
+                                                          int64_t n_pad, int64_t d_pad,
+                                                          bool smooth, double scale_mul) {
+  TORCH_CHECK(x.is_cuda(), "quant_int8: x must be a CUDA tensor");
+  TORCH_CHECK(x.dim() == 4, "quant_int8: x must be [B, H, N, D], got ", x.dim(), " dims");
+  TORCH_CHECK(mode >= 0 && mode <= 3, "quant_int8: mode must be 0..3 (sageattention/granularity.py)");
+  const int64_t B = x.size(0), H = x.size(1), N = x.size(2), D = x.size(3);
+  TORCH_CHECK(n_pad % kTile == 0 && n_pad >= N, "quant_int8: n_pad must be a multiple of 64 >= N");
+  TORCH_CHECK(d_pad >= D && d_pad <= 256, "quant_int8: need D <= d_pad <= 256");
+  TORCH_CHECK(B <= 65535 && H <= 65535, "quant_int8: B and H must each be <= 65535");
+  const c10::cuda::CUDAGuard guard(x.device());
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  auto f32 = x.options().dtype(at::kFloat);
+  at::Tensor mean = smooth ? at::empty({B, H, D}, f32) : at::zeros({B, H, D}, f32);
+  at::Tensor y = at::empty({B, H, n_pad, d_pad}, x.options().dtype(at::kChar));
+  const int64_t groups = (n_pad / kTile) * groups_per_tile(static_cast<int>(mode));
+  at::Tensor scales = at::empty({B, H, groups}, f32);
+  if (B == 0 || H == 0 || n_pad == 0) return {y, scales, mean};
+  const Strides s{x.stride(0), x.stride(1), x.stride(2), x.stride(3)};
+  const size_t smem = static_cast<size_t>(kTile) * d_pad * sizeof(float);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "quant_int8", [&] {
+    if (smooth) {
+      dim3 grid((D + 31) / 32, H, B), block(32, kStatRows);
+      channel_stats_kernel<scalar_t><<<grid, block, 0, stream>>>(
+          x.data_ptr<scalar_t>(), s, static_cast<int>(N), static_cast<int>(D),
+          mean.data_ptr<float>(), nullptr, false);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    auto kernel = quant_int8_kernel<scalar_t>;
+    if (smem > 48 * 1024) {
+      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(smem)));
+    }
+    dim3 grid(n_pad / kTile, H, B);
+    kernel<<<grid, kThreads, smem, stream>>>(
+        x.data_ptr<scalar_t>(), s, static_cast<int>(N), static_cast<int>(D),
+        static_cast<int>(d_pad), smooth ? mean.data_ptr<float>() : nullptr,
+        static_cast<int>(mode), static_cast<int>(n_pad), static_cast<float>(scale_mul),
+        y.data_ptr<int8_t>(), scales.data_ptr<float>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {y, scales, mean};
+}
+
+}  // namespace sageattention

@@ -1,0 +1,114 @@
+"""Host side of the compiled CUDA path: when it can run, and the three op calls it makes.
+
+The CUDA kernels (csrc/) cover the common case: fp16/bf16 inputs, head dim a multiple of 8 up
+to 128, no attn_mask, per_warp or per_thread scales, at least one key. Anything else (and any
+GPU or build without the kernels) runs the Triton path, which covers the whole API;
+``unsupported_reason`` says why, so tests and ``python -m sageattention doctor`` can show it.
+
+One call is: Q -> INT8 (one pass, sm_scale * log2(e) folded into its scales), K -> mean +
+INT8 (two passes), on the FP8 path V -> e4m3 transposed (two passes), then the attention
+kernel, which writes the output directly in the caller's layout.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import _checks, granularity, ops
+
+LOG2E = 1.4426950408889634
+MAX_HEAD_DIM = 128
+MAX_GRID = 65535  # batch and query heads are grid dimensions of the attention kernel
+
+# pv_mode codes of the attention ops (csrc/attention.cuh, enum PvMode).
+_FP16_MODES = {"fp32": 0, "fp16+fp32": 1, "fp16": 1}
+_FP8_MODES = {"fp32": 2, "fp32+fp32": 3, "fp32+fp16": 4}
+# V's e4m3 range per FP8 mode: the fp16-accumulating MMA sums 64 keys of P * 448 (<= 28672 in
+# all) times V, so |V| is kept to 2.25 there (28672 * 2.25 < 65504); the others use all of e4m3.
+FP8_V_MAX = {2: 448.0, 3: 448.0, 4: 2.25}
+
+
+def pv_mode(pv_fp8: bool, pv_accum: str) -> int:
+    """The kernel variant for a pv_accum_dtype. FP16 "fp16" accumulates each 64-key tile in
+    fp16 and the tiles in fp32 (an fp16 sum over the whole sequence overflows past 65504)."""
+    if not pv_fp8:
+        return _FP16_MODES.get(pv_accum, 0)
+    mode = _FP8_MODES.get(pv_accum, 3)
+    if mode == 4 and not ops.fp8_f16_accum_compiled():
+        _checks.warn_once("fp8-f16-accum", 'pv_accum_dtype="fp32+fp16" needs the fp16-accumulating '
+                          "FP8 MMA, which this build lacks (compiled with nvcc < 12.8); using "
+                          '"fp32+fp32" (slower, more accurate)')
+        return 3
+    return mode
+
+
+def unsupported_reason(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, attn_mask,
+                       qk_quant_gran: str, pv_fp8: bool, tensor_layout: str) -> str | None:
+    """None if the CUDA kernels can run this call, else why not (the Triton path runs it)."""
+    if q.device.type != "cuda":
+        return "inputs are not on a CUDA device"
+    if q.dtype not in (torch.float16, torch.bfloat16):
+        return f"the CUDA kernels take float16/bfloat16 inputs, not {q.dtype}"
+    if attn_mask is not None:
+        return "attn_mask is only implemented in the Triton kernels"
+    if qk_quant_gran not in ("per_warp", "per_thread"):
+        return f"qk_quant_gran={qk_quant_gran!r} is only implemented in the Triton kernels"
+    D = q.shape[-1]
+    if D % 8 or D > MAX_HEAD_DIM:
+        return f"head dim {D} is not a multiple of 8 up to {MAX_HEAD_DIM}"
+    h_axis, n_axis = (2, 1) if tensor_layout == "NHD" else (1, 2)
+    if k.shape[n_axis] == 0:
+        return "there are no keys"
+    if q.shape[0] > MAX_GRID or q.shape[h_axis] > MAX_GRID:
+        return f"batch or query heads above {MAX_GRID}"
+    if not ops.usable_on(q.device):
+        return ops._state.reason or "the compiled extension has no code for this GPU"
+    if pv_fp8:
+        if not ops.fp8_usable_on(q.device):
+            return "the FP8 unit of the extension is not built for this GPU"
+    elif v.data_ptr() % 16 or any(s % 8 for s in v.stride()[:3]):
+        # The FP16 kernel reads V in place with 16-byte copies.
+        return "V's rows are not 16-byte aligned"
+    return None
+
+
+def attention_forward(q, k, v, *, sm_scale: float, tensor_layout: str, is_causal: bool,
+                      smooth_k: bool, smooth_v: bool, qk_quant_gran: str, pv_fp8: bool,
+                      pv_accum: str, return_lse: bool):
+    """(out, lse) in the caller's layout; lse is empty unless return_lse. Inputs are checked
+    and ``unsupported_reason`` returned None for them."""
+    nhd = tensor_layout == "NHD"
+    qh, kh, vh = (t.transpose(1, 2) if nhd else t for t in (q, k, v))
+    Nq, D = qh.shape[2], qh.shape[3]
+    Hq, Hkv, Nk = qh.shape[1], kh.shape[1], kh.shape[2]
+    d_pad = 64 if D <= 64 else 128
+    per_thread = qk_quant_gran == "per_thread"
+    q_mode = granularity.q_mode(qk_quant_gran)
+    k_mode = granularity.k_mode(qk_quant_gran)
+    nq_pad = _pad(Nq, granularity.K_BLOCK)
+    nk_pad = _pad(Nk, granularity.K_BLOCK)
+    cuda = torch.ops.sageattention_C
+    q8, qs, _ = cuda.quant_int8(qh, q_mode, nq_pad, d_pad, False, float(sm_scale) * LOG2E)
+    k8, ks, km = cuda.quant_int8(kh, k_mode, nk_pad, d_pad, bool(smooth_k), 1.0)
+    mode = pv_mode(pv_fp8, pv_accum)
+    group = Hq // Hkv
+    if not pv_fp8:
+        out, lse = cuda.attn_int8_fp16(q8, qs, k8, ks, vh, Nq, nhd, bool(is_causal), per_thread,
+                                       mode, bool(return_lse))
+    else:
+        v8, vs, vm = cuda.quant_v_fp8(vh, nk_pad, d_pad, bool(smooth_v), FP8_V_MAX[mode])
+        out, lse = cuda.attn_int8_fp8(q8, qs, k8, ks, v8, vs, Nq, Nk, D, nhd, bool(is_causal),
+                                      per_thread, mode, bool(return_lse),
+                                      q.dtype == torch.bfloat16)
+        if smooth_v:
+            # V was quantized with its channel mean removed; every row of P sums to 1.
+            mean = vm.repeat_interleave(group, dim=1).to(out.dtype)  # [B, Hq, D]
+            out += mean[:, None] if nhd else mean[:, :, None]
+    if return_lse and smooth_k:
+        # The kernel's scores use K minus its mean; the true LSE adds sm_scale * (q . mean).
+        shift = torch.einsum("bhnd,bhd->bhn", qh.float(), km.repeat_interleave(group, dim=1))
+        lse += shift * float(sm_scale)
+    return out, lse
+
+
+def _pad(n: int, multiple: int) -> int:
+    return max(multiple, -(-n // multiple) * multiple)

@@ -1,0 +1,271 @@
+"""GPU tests of the compiled CUDA kernels (csrc/): every CUDA function x pv_accum_dtype x
+qk_quant_gran x head dim x causal x layout, against fp64 attention and the Triton path.
+
+Marked `gpu`. The kernels must be built (`python setup.py build_ext --inplace`); without them
+these tests skip, unless SAGEATTENTION_REQUIRE_CUDA_EXT=1 (set by the device scripts), which
+turns a missing extension into a failure. Every test checks that the CUDA kernel really ran
+(a spy on sageattention.cuda_forward), so a silent fallback to Triton cannot pass for it.
+"""
+import os
+
+import pytest
+import torch
+from kernel_model import kernel_model
+
+import sageattention as sa
+from sageattention import cuda_forward, ops, reference
+from sageattention.testing import make_qkv
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(autouse=True)
+def extension():
+    if torch.cuda.is_available() and ops.load() is None:
+        if os.environ.get("SAGEATTENTION_REQUIRE_CUDA_EXT", "0") not in ("", "0"):
+            pytest.fail(f"compiled extension not loaded: {ops._state.reason}")
+        pytest.skip(f"compiled extension not loaded: {ops._state.reason}")
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Counts calls that reached the compiled kernels, per pv_fp8."""
+    calls = []
+    real = cuda_forward.attention_forward
+
+    def wrapped(*args, **kw):
+        calls.append(kw["pv_fp8"])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(cuda_forward, "attention_forward", wrapped)
+    return calls
+
+
+def _fp8():
+    return ops.fp8_usable_on(torch.device("cuda"))
+
+
+FP16_ACCUM = ("fp32", "fp16+fp32", "fp16")
+FP8_ACCUM = ("fp32", "fp32+fp32", "fp32+fp16")
+
+
+def _call(fn, accum, gran):
+    if fn == "fp16":
+        return lambda q, k, v, **kw: sa.sageattn_qk_int8_pv_fp16_cuda(
+            q, k, v, pv_accum_dtype=accum, qk_quant_gran=gran, **kw)
+    entry = sa.sageattn_qk_int8_pv_fp8_cuda if fn == "fp8" else sa.sageattn_qk_int8_pv_fp8_cuda_sm90
+    return lambda q, k, v, **kw: entry(q, k, v, pv_accum_dtype=accum, qk_quant_gran=gran, **kw)
+
+
+def _bounds(fp8, dtype, kind="randn"):
+    rel, cos = (0.05, 0.998) if fp8 else (0.02, 0.9998)
+    if dtype == torch.bfloat16:
+        rel, cos = rel + 0.02, cos - 0.0005
+    if kind == "big_tokens":
+        rel, cos = rel + 0.1, cos - 0.015
+    return rel, cos
+
+
+def _check(out, exact, fp8, dtype, kind="randn", what=""):
+    acc = reference.accuracy(out, exact)
+    rel, cos = _bounds(fp8, dtype, kind)
+    assert acc["finite"], f"{what}: non-finite output"
+    assert acc["rel_l1"] < rel and acc["cosine"] > cos, f"{what} {kind} {dtype}: {acc}"
+    return acc
+
+
+CASES = [("fp16", a) for a in FP16_ACCUM] + [("fp8", a) for a in FP8_ACCUM] + [("sm90", "fp32+fp32")]
+
+
+@pytest.mark.parametrize("fn,accum", CASES)
+@pytest.mark.parametrize("gran", ["per_warp", "per_thread"])
+@pytest.mark.parametrize("d", [64, 128, 40, 96])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("layout", ["HND", "NHD"])
+def test_every_cuda_mode(seed, spy, fn, accum, gran, d, causal, layout):
+    fp8 = fn != "fp16"
+    if fp8 and not _fp8():
+        pytest.skip("no FP8 unit for this GPU")
+    dtype = torch.bfloat16 if (d == 96 and not causal) else torch.float16
+    q, k, v = make_qkv(2, 4, 2, 333, 397, d, dtype=dtype, device="cuda", layout=layout)
+    out, lse = _call(fn, accum, gran)(q, k, v, tensor_layout=layout, is_causal=causal,
+                                      return_lse=True)
+    assert spy == [fp8]
+    assert out.shape == q.shape and out.dtype == dtype
+    exact, exact_lse = reference.attention_fp64(q, k, v, tensor_layout=layout, is_causal=causal,
+                                                return_lse=True)
+    _check(out, exact, fp8, dtype, what=f"{fn} {accum} {gran}")
+    assert lse.shape == (2, 4, 333) and (lse.cpu().double() - exact_lse).abs().max() < 0.1
+    # Same quantization as the Triton path: both land equally close to each other.
+    triton = (sa.sageattn_qk_int8_pv_fp16_triton(q, k, v, tensor_layout=layout, is_causal=causal)
+              if not fp8 else None)
+    if triton is not None:
+        assert reference.accuracy(out, triton)["rel_l1"] < 0.02
+
+
+@pytest.mark.parametrize("fn,accum", [("fp16", "fp32"), ("fp16", "fp16"), ("fp8", "fp32+fp32"),
+                                      ("fp8", "fp32+fp16")])
+@pytest.mark.parametrize("kind", ["outliers", "big_tokens"])
+@pytest.mark.parametrize("shape", [(4, 2, 1000, 1000), (8, 2, 200, 777), (8, 4, 777, 200),
+                                   (2, 1, 1, 65), (2, 2, 65, 1)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_adversarial_gqa_and_ragged_lengths(seed, spy, fn, accum, kind, shape, causal):
+    if fn == "fp8" and not _fp8():
+        pytest.skip("no FP8 unit for this GPU")
+    hq, hkv, nq, nk = shape
+    q, k, v = make_qkv(1, hq, hkv, nq, nk, 128, kind=kind, device="cuda")
+    out = _call(fn, accum, "per_thread")(q, k, v, is_causal=causal)
+    assert spy == [fn == "fp8"]
+    _check(out, reference.attention_fp64(q, k, v, is_causal=causal), fn == "fp8", q.dtype, kind)
+
+
+def test_matches_the_quantized_model(seed, spy):
+    q, k, v = make_qkv(1, 4, 2, 700, 900, 128, kind="outliers", device="cuda")
+    for causal in (False, True):
+        out = sa.sageattn_qk_int8_pv_fp16_cuda(q, k, v, is_causal=causal)
+        model = kernel_model(q, k, v, is_causal=causal, block_n=64)
+        assert reference.accuracy(out, model)["rel_l1"] < 2e-3
+        if _fp8():
+            out8 = sa.sageattn_qk_int8_pv_fp8_cuda(q, k, v, is_causal=causal,
+                                                   pv_accum_dtype="fp32+fp32")
+            model8 = kernel_model(q, k, v, is_causal=causal, pv="fp8", block_n=64)
+            assert reference.accuracy(out8, model8)["rel_l1"] < 4e-3
+    assert spy == ([False, True] * 2 if _fp8() else [False] * 2)
+
+
+def test_anchor_accuracy_no_worse_than_the_original(seed, spy):
+    # shared/ANCHORS.md, same shape: fp16_cuda 0.0111 / 0.99994, sageattn (fp8) 0.0376 / 0.99929.
+    q, k, v = make_qkv(2, 8, 8, 2048, 2048, 128, device="cuda")
+    exact = reference.attention_fp64(q, k, v)
+    acc = reference.accuracy(sa.sageattn_qk_int8_pv_fp16_cuda(q, k, v), exact)
+    assert acc["rel_l1"] <= 0.0111 * 1.05 and acc["cosine"] >= 0.9999, acc
+    if _fp8():
+        for mode in ("fp32+fp32", "fp32+fp16"):
+            acc = reference.accuracy(sa.sageattn_qk_int8_pv_fp8_cuda(q, k, v, pv_accum_dtype=mode),
+                                     exact)
+            assert acc["rel_l1"] <= 0.0376 * 1.05 and acc["cosine"] >= 0.9992, (mode, acc)
+    assert len(spy) == (3 if _fp8() else 1)
+
+
+def test_smooth_v_and_v_bias(seed, spy):
+    if not _fp8():
+        pytest.skip("no FP8 unit for this GPU")
+    q, k, v = make_qkv(2, 4, 4, 500, 600, 128, kind="outliers", device="cuda", layout="NHD")
+    exact, exact_lse = reference.attention_fp64(q, k, v, tensor_layout="NHD", return_lse=True)
+    for mode in FP8_ACCUM:
+        out, lse = sa.sageattn_qk_int8_pv_fp8_cuda(q, k, v, tensor_layout="NHD", smooth_v=True,
+                                                   pv_accum_dtype=mode, return_lse=True)
+        _check(out, exact, True, q.dtype, "outliers", mode)
+        assert (lse.cpu().double() - exact_lse).abs().max() < 0.1
+    assert spy == [True] * 3
+
+
+def test_non_contiguous_views_and_unaligned_v(seed, spy):
+    base = torch.randn(2, 300, 3, 6, 64, device="cuda", dtype=torch.bfloat16)
+    q, k, v = base[:, :, 0], base[:, :, 1], base[:, :, 2]  # NHD views, row stride 3*6*64
+    exact = reference.attention_fp64(q, k, v, tensor_layout="NHD")
+    _check(sa.sageattn_qk_int8_pv_fp16_cuda(q, k, v, tensor_layout="NHD"), exact, False, q.dtype)
+    assert spy == [False]
+    # V starting 2 elements into its storage cannot be read with 16-byte copies: Triton runs.
+    flat = torch.randn(2 * 4 * 100 * 64 + 2, device="cuda", dtype=torch.float16)
+    v2 = flat[2:].view(2, 4, 100, 64)
+    q2, k2 = make_qkv(2, 4, 4, 100, 100, 64, device="cuda")[:2]
+    assert cuda_forward.unsupported_reason(q2, k2, v2, attn_mask=None, qk_quant_gran="per_thread",
+                                           pv_fp8=False, tensor_layout="HND")
+    _check(sa.sageattn_qk_int8_pv_fp16_cuda(q2, k2, v2), reference.attention_fp64(q2, k2, v2),
+           False, q2.dtype)
+    assert spy == [False]
+
+
+def test_large_offsets():
+    # > 2**31 elements per tensor: offsets overflow int32 unless computed in 64 bits.
+    B, H, N, D = 1030, 64, 256, 128
+    try:
+        q = torch.randn(B, H, N, D, device="cuda", dtype=torch.float16)
+        k, v = torch.randn_like(q), torch.randn_like(q)
+    except torch.OutOfMemoryError:
+        pytest.skip("not enough GPU memory for the 64-bit offset test")
+    assert q.numel() > 2**31
+    cases = [(False, sa.sageattn_qk_int8_pv_fp16_cuda)]
+    if _fp8():
+        cases.append((True, sa.sageattn_qk_int8_pv_fp8_cuda))
+    for fp8, fn in cases:
+        out = fn(q, k, v)
+        for b in (0, B - 1):
+            exact = reference.attention_fp64(q[b:b + 1, -2:], k[b:b + 1, -2:], v[b:b + 1, -2:])
+            _check(out[b:b + 1, -2:], exact, fp8, q.dtype)
+        del out
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("mode", [0, 1, 2, 3])
+def test_compiled_quantization_matches_the_model(seed, dtype, mode):
+    from sageattention import granularity
+
+    base = torch.randn(2, 300, 4, 2, 96, device="cuda", dtype=dtype) * 3 + 5
+    x = base[:, :, :, 0].transpose(1, 2)  # [B, H, N, D] view with odd strides
+    smooth = mode in (0, 3)
+    x8, xs, xm = torch.ops.sageattention_C.quant_int8(x, mode, 320, 128, smooth, 0.5)
+    want_mean = x.float().mean(dim=2) if smooth else torch.zeros_like(xm)
+    assert torch.allclose(xm, want_mean, atol=1e-3, rtol=1e-4)
+    assert xs.shape == (2, 4, granularity.n_groups(320, mode, 64))
+    m8, ms = reference.quantize_groups(x, mode, 64, 0.5, xm if smooth else None)
+    rows_scale = xs.gather(2, granularity.group_ids(300, mode, 64, device="cuda").expand(2, 4, 300))
+    assert torch.allclose(rows_scale, ms.cuda(), rtol=1e-5)
+    differ = (x8[:, :, :300, :96].int() - m8.cuda()).abs()
+    assert differ.max() <= 1 and (differ > 0).float().mean() < 1e-3  # rounding ties only
+    assert torch.all(x8[:, :, 300:] == 0) and torch.all(x8[..., 96:] == 0)
+
+
+@pytest.mark.parametrize("smooth", [False, True])
+def test_fp8_v_quantization_layout(seed, smooth):
+    if not _fp8():
+        pytest.skip("no FP8 unit for this GPU")
+    v = (torch.randn(2, 3, 150, 80, device="cuda") * 4 + 1).half()
+    for vmax in (448.0, 2.25):
+        v8, scale, mean = torch.ops.sageattention_C.quant_v_fp8(v, 192, 128, smooth, vmax)
+        assert v8.shape == (2, 3, 128, 192) and scale.shape == (2, 3, 128)
+        vf = v.float() - (v.float().mean(dim=2, keepdim=True) if smooth else 0)
+        want_scale = vf.abs().amax(dim=2) / vmax
+        assert torch.allclose(scale[..., :80], want_scale, rtol=1e-5)
+        assert torch.all(scale[..., 80:] == 0)
+        if smooth:
+            assert torch.allclose(mean, v.float().mean(dim=2), atol=1e-3)
+        # Undo the key permutation: key kk of each 16 sits at 4*((kk%8)//2) + 2*(kk//8) + kk%2.
+        kk = torch.arange(192, device="cuda")
+        pos = (kk // 16) * 16 + 4 * ((kk % 16 % 8) // 2) + 2 * (kk % 16 // 8) + kk % 2
+        vals = v8.view(torch.float8_e4m3fn).float()[..., pos].transpose(-1, -2)  # [B,H,keys,D]
+        want = (vf / want_scale[:, :, None, :]).to(torch.float8_e4m3fn).float()
+        got = vals[:, :, :150, :80]
+        differ = got != want
+        assert differ.float().mean() < 1e-3
+        assert torch.all((got - want).abs()[differ] <= want.abs()[differ] / 8 + 1e-6)
+        assert torch.all(vals[:, :, 150:] == 0) and torch.all(vals[..., 80:] == 0)
+
+
+def test_torch_compile_fullgraph_with_cuda_kernels(seed, spy):
+    q, k, v = make_qkv(2, 8, 8, 1000, 1000, 128, device="cuda", layout="NHD")
+
+    def f(q, k, v):
+        a = sa.sageattn_qk_int8_pv_fp16_cuda(q, k, v, tensor_layout="NHD", is_causal=True)
+        if _fp8():
+            a = a + sa.sageattn_qk_int8_pv_fp8_cuda(q, k, v, tensor_layout="NHD")
+        return a
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True)
+    assert torch.equal(compiled(q, k, v), f(q, k, v))
+    assert len(spy) >= 2 and spy[0] is False
+
+
+def test_compiled_ops_trace_under_fake_tensors():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        q = torch.empty(2, 4, 100, 96, dtype=torch.float16, device="cuda")
+        k = torch.empty(2, 2, 130, 96, dtype=torch.float16, device="cuda")
+        out, lse = cuda_forward.attention_forward(
+            q, k, k, sm_scale=0.1, tensor_layout="HND", is_causal=False, smooth_k=True,
+            smooth_v=False, qk_quant_gran="per_thread", pv_fp8=False, pv_accum="fp32",
+            return_lse=True)
+    assert out.shape == q.shape and lse.shape == (2, 4, 100)
