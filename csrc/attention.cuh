@@ -1,8 +1,8 @@
 // INT8 Q·Kᵀ attention with FP16/BF16 or FP8 (e4m3) P·V on mma.sync tensor cores (sm80+; the
 // FP8 instantiations sm89+). One template, instantiated by attn_fp16.cu and attn_fp8.cu.
 //
-// Work split: a block of kWarps warps owns kWarps * 16 consecutive query rows of one
-// (batch, head); each warp owns 16 rows and walks all key tiles of 64 keys, keeping its
+// Work split: a block of kWarps warps owns kWarps * 16 * MT consecutive query rows of one
+// (batch, head); each warp owns 16 * MT rows (MT m16 tiles) and walks all key tiles of 64 keys, keeping its
 // Q fragments, the output accumulator and the softmax state in registers. K (and V) tiles go
 // through shared memory, double-buffered with cp.async: the next K tile loads while this
 // tile's scores are computed, the next V tile while P·V runs.
@@ -34,12 +34,25 @@
 
 #include "ptx.cuh"
 
+// m16 row tiles per warp for D 64 and 128 (overridable for measurements, docs/perf-notes.md).
+#ifndef SAGE_M_TILES_64
+#define SAGE_M_TILES_64 2
+#endif
+#ifndef SAGE_M_TILES_128
+#define SAGE_M_TILES_128 2
+#endif
+
 namespace sageattention {
 
 constexpr int kCtaK = 64;   // keys per tile (granularity.K_BLOCK)
-constexpr int kWarpQ = 16;  // query rows per warp
 constexpr int kWarps = 4;   // warps per block
-constexpr int kCtaQ = kWarpQ * kWarps;
+constexpr int kQPad = 128;  // q8 rows are padded to a multiple of this (the largest block)
+// m16 row tiles per warp: two halve the shared-memory reads per MMA (each K / V fragment
+// feeds both), at the cost of registers (docs/perf-notes.md).
+template <int D_PAD>
+constexpr int kMTiles = D_PAD == 64 ? SAGE_M_TILES_64 : SAGE_M_TILES_128;
+template <int D_PAD>
+constexpr int kCtaQ = kWarps * 16 * kMTiles<D_PAD>;
 constexpr float kFp8PScale = 448.f;  // P in [0, 1] is multiplied by this before e4m3 rounding
 
 // P·V variants (the op's pv_mode argument; sageattention/cuda_forward.py names them).
@@ -123,8 +136,10 @@ template <int D_PAD, bool CAUSAL, int PV, typename VT>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_kernel(const AttnParams p) {
   using L = SmemLayout<D_PAD, PV>;
-  constexpr int KC = D_PAD / 32;  // k32 steps of Q·Kᵀ
-  constexpr int NT = D_PAD / 8;   // n8 tiles of the output
+  constexpr int MT = kMTiles<D_PAD>;  // m16 tiles per warp
+  constexpr int KC = D_PAD / 32;      // k32 steps of Q·Kᵀ
+  constexpr int NT = D_PAD / 8;       // n8 tiles of the output
+  constexpr int CTA_Q = kCtaQ<D_PAD>;
   extern __shared__ __align__(16) int8_t smem[];
   int8_t* k_smem = smem;
   int8_t* v_smem = smem + 2 * L::k_tile;
@@ -135,33 +150,41 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int q_block = CAUSAL ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
   const int64_t b = blockIdx.z, h = blockIdx.y, hk = h / (p.Hq / p.Hkv);
   const int64_t bh = b * p.Hq + h, bhk = b * p.Hkv + hk;
-  const int q0 = q_block * kCtaQ + warp * kWarpQ;  // first row of this warp
+  const int q0 = q_block * CTA_Q + warp * 16 * MT;  // first row of this warp
 
   // Q fragments stay in registers for the whole key loop.
-  uint32_t qf[KC][4];
+  uint32_t qf[MT][KC][4];
   {
     const int8_t* q = p.q8 + (bh * p.nq_pad + q0) * D_PAD;
 #pragma unroll
-    for (int kc = 0; kc < KC; ++kc) {
-      qf[kc][0] = *reinterpret_cast<const uint32_t*>(q + g * D_PAD + kc * 32 + 4 * t);
-      qf[kc][1] = *reinterpret_cast<const uint32_t*>(q + (g + 8) * D_PAD + kc * 32 + 4 * t);
-      qf[kc][2] = *reinterpret_cast<const uint32_t*>(q + g * D_PAD + kc * 32 + 16 + 4 * t);
-      qf[kc][3] = *reinterpret_cast<const uint32_t*>(q + (g + 8) * D_PAD + kc * 32 + 16 + 4 * t);
-    }
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int kc = 0; kc < KC; ++kc) {
+        const int8_t* r0 = q + (16 * mt + g) * D_PAD + kc * 32 + 4 * t;
+        qf[mt][kc][0] = *reinterpret_cast<const uint32_t*>(r0);
+        qf[mt][kc][1] = *reinterpret_cast<const uint32_t*>(r0 + 8 * D_PAD);
+        qf[mt][kc][2] = *reinterpret_cast<const uint32_t*>(r0 + 16);
+        qf[mt][kc][3] = *reinterpret_cast<const uint32_t*>(r0 + 8 * D_PAD + 16);
+      }
   }
+  // Every row a thread holds (g, g + 8, g + 16, g + 24 of its warp's 32) shares one scale.
   const float q_scale =
       p.per_thread ? p.q_scale[bh * (p.nq_pad / 32 * 8) + (q0 / 32) * 8 + g]
                    : p.q_scale[bh * (p.nq_pad / 32) + q0 / 32];
   const float* k_scale = p.k_scale + bhk * (p.nk_pad / kCtaK) * (p.per_thread ? 4 : 1);
 
-  float o[NT][4];
+  float o[MT][NT][4];
 #pragma unroll
-  for (int n = 0; n < NT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int n = 0; n < NT; ++n) o[mt][n][0] = o[mt][n][1] = o[mt][n][2] = o[mt][n][3] = 0.f;
+  float m[MT][2], l[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.f;
 
   int n_tiles = (p.Nk + kCtaK - 1) / kCtaK;
   if (CAUSAL) {
-    const int last_row = min((q_block + 1) * kCtaQ, p.Nq) - 1;
+    const int last_row = min((q_block + 1) * CTA_Q, p.Nq) - 1;
     n_tiles = min(n_tiles, last_row / kCtaK + 1);
   }
 
@@ -178,72 +201,86 @@ __global__ void __launch_bounds__(kWarps * 32)
     if (has_next) load_k_tile<D_PAD, PV>(p, k_smem + (stage ^ 1) * L::k_tile, bhk, tile + 1);
     ptx::cp_async_commit();
 
-    // S = Q8 · K8ᵀ (int32), 8 tiles of 8 keys.
-    int acc[8][4];
+    // S = Q8 · K8ᵀ (int32), 8 tiles of 8 keys; each K fragment feeds all MT row tiles.
+    float s[MT][8][4];
+    {
+      int acc[MT][8][4];
 #pragma unroll
-    for (int j = 0; j < 8; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
-    const int8_t* ks = k_smem + stage * L::k_tile;
+      for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-    for (int kc = 0; kc < KC; ++kc) {
+        for (int j = 0; j < 8; ++j) acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0;
+      const int8_t* ks = k_smem + stage * L::k_tile;
 #pragma unroll
-      for (int j = 0; j < 8; j += 2) {
-        uint32_t bf[4];
-        const int mat = lane / 8;
-        ptx::ldmatrix_x4(bf, ks + (8 * (j + mat / 2) + lane % 8) * L::k_stride + kc * 32 +
-                                 (mat % 2) * 16);
-        ptx::mma_s8(acc[j], qf[kc], bf[0], bf[1]);
-        ptx::mma_s8(acc[j + 1], qf[kc], bf[2], bf[3]);
+      for (int kc = 0; kc < KC; ++kc) {
+#pragma unroll
+        for (int j = 0; j < 8; j += 2) {
+          uint32_t bf[4];
+          const int mat = lane / 8;
+          ptx::ldmatrix_x4(bf, ks + (8 * (j + mat / 2) + lane % 8) * L::k_stride + kc * 32 +
+                                   (mat % 2) * 16);
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            ptx::mma_s8(acc[mt][j], qf[mt][kc], bf[0], bf[1]);
+            ptx::mma_s8(acc[mt][j + 1], qf[mt][kc], bf[2], bf[3]);
+          }
+        }
       }
+      // Dequantize.
+      const float sc = q_scale * (p.per_thread ? k_scale[tile * 4 + t] : k_scale[tile]);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) s[mt][j][e] = static_cast<float>(acc[mt][j][e]) * sc;
     }
-
-    // Dequantize, mask, online softmax.
-    const float k_sc = p.per_thread ? k_scale[tile * 4 + t] : k_scale[tile];
-    const float sc = q_scale * k_sc;
-    float s[8][4];
-#pragma unroll
-    for (int j = 0; j < 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) s[j][e] = static_cast<float>(acc[j][e]) * sc;
+    // Mask keys past Nk and, causally, keys after the row.
     const int key0 = tile * kCtaK;
     if (key0 + kCtaK > p.Nk || (CAUSAL && key0 + kCtaK - 1 > q0)) {
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int key = key0 + 8 * j + 2 * t + (e & 1);
+            const int row = q0 + 16 * mt + g + 8 * (e >> 1);
+            if (key >= p.Nk || (CAUSAL && key > row)) s[mt][j][e] = -INFINITY;
+          }
+    }
+    // Online softmax (base 2).
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      float m_use[2], alpha[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) mx = fmaxf(mx, fmaxf(s[mt][j][2 * r], s[mt][j][2 * r + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_new = fmaxf(m[mt][r], mx);
+        m_use[r] = m_new == -INFINITY ? 0.f : m_new;  // no key seen yet: keep everything zero
+        alpha[r] = ptx::fast_exp2(m[mt][r] - m_use[r]);
+        m[mt][r] = m_new;
+      }
+      float rowsum[2] = {0.f, 0.f};
 #pragma unroll
       for (int j = 0; j < 8; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int key = key0 + 8 * j + 2 * t + (e & 1);
-          const int row = q0 + g + 8 * (e >> 1);
-          if (key >= p.Nk || (CAUSAL && key > row)) s[j][e] = -INFINITY;
+          s[mt][j][e] = ptx::fast_exp2(s[mt][j][e] - m_use[e >> 1]);
+          rowsum[e >> 1] += s[mt][j][e];
         }
-    }
-    float m_use[2], alpha[2];
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float mx = -INFINITY;
+      for (int r = 0; r < 2; ++r) l[mt][r] = l[mt][r] * alpha[r] + rowsum[r];
 #pragma unroll
-      for (int j = 0; j < 8; ++j) mx = fmaxf(mx, fmaxf(s[j][2 * r], s[j][2 * r + 1]));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float m_new = fmaxf(m[r], mx);
-      m_use[r] = m_new == -INFINITY ? 0.f : m_new;  // no key seen yet: keep everything zero
-      alpha[r] = ptx::fast_exp2(m[r] - m_use[r]);
-      m[r] = m_new;
-    }
-    float rowsum[2] = {0.f, 0.f};
-#pragma unroll
-    for (int j = 0; j < 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        s[j][e] = ptx::fast_exp2(s[j][e] - m_use[e >> 1]);
-        rowsum[e >> 1] += s[j][e];
+      for (int n = 0; n < NT; ++n) {
+        o[mt][n][0] *= alpha[0];
+        o[mt][n][1] *= alpha[0];
+        o[mt][n][2] *= alpha[1];
+        o[mt][n][3] *= alpha[1];
       }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) l[r] = l[r] * alpha[r] + rowsum[r];
-#pragma unroll
-    for (int n = 0; n < NT; ++n) {
-      o[n][0] *= alpha[0];
-      o[n][1] *= alpha[0];
-      o[n][2] *= alpha[1];
-      o[n][3] *= alpha[1];
     }
 
     if (has_next) ptx::cp_async_wait<1>();  // this tile's V has landed
@@ -256,43 +293,53 @@ __global__ void __launch_bounds__(kWarps * 32)
     if constexpr (!is_fp8(PV)) {
       // O += P · V over 4 steps of 16 keys; P's accumulator layout is the A fragment layout.
       constexpr bool f16_acc = PV == kPvF16AccF16 && std::is_same<VT, __half>::value;
-      uint32_t ob[f16_acc ? NT : 1][2];
+      uint32_t ob[MT][f16_acc ? NT : 1][2];
       if constexpr (f16_acc) {
 #pragma unroll
-        for (int n = 0; n < NT; ++n) ob[n][0] = ob[n][1] = 0u;
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int n = 0; n < NT; ++n) ob[mt][n][0] = ob[mt][n][1] = 0u;
       }
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
-        uint32_t a[4];
-        a[0] = ptx::pack2<VT>(s[2 * kk][0], s[2 * kk][1]);
-        a[1] = ptx::pack2<VT>(s[2 * kk][2], s[2 * kk][3]);
-        a[2] = ptx::pack2<VT>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-        a[3] = ptx::pack2<VT>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        uint32_t a[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          a[mt][0] = ptx::pack2<VT>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+          a[mt][1] = ptx::pack2<VT>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+          a[mt][2] = ptx::pack2<VT>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+          a[mt][3] = ptx::pack2<VT>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+        }
 #pragma unroll
         for (int n = 0; n < NT; n += 2) {
           uint32_t bf[4];
           const int mat = lane / 8;
           ptx::ldmatrix_x4_trans(
               bf, vs + (16 * kk + (mat % 2) * 8 + lane % 8) * L::v_stride + (n + mat / 2) * 16);
-          if constexpr (f16_acc) {
-            ptx::mma_f16_f16(ob[n], a, bf[0], bf[1]);
-            ptx::mma_f16_f16(ob[n + 1], a, bf[2], bf[3]);
-          } else {
-            ptx::mma_16bit_f32<VT>(o[n], a, bf[0], bf[1]);
-            ptx::mma_16bit_f32<VT>(o[n + 1], a, bf[2], bf[3]);
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            if constexpr (f16_acc) {
+              ptx::mma_f16_f16(ob[mt][n], a[mt], bf[0], bf[1]);
+              ptx::mma_f16_f16(ob[mt][n + 1], a[mt], bf[2], bf[3]);
+            } else {
+              ptx::mma_16bit_f32<VT>(o[mt][n], a[mt], bf[0], bf[1]);
+              ptx::mma_16bit_f32<VT>(o[mt][n + 1], a[mt], bf[2], bf[3]);
+            }
           }
         }
       }
       if constexpr (f16_acc) {
 #pragma unroll
-        for (int n = 0; n < NT; ++n) {
-          const float2 lo = __half22float2(*reinterpret_cast<__half2*>(&ob[n][0]));
-          const float2 hi = __half22float2(*reinterpret_cast<__half2*>(&ob[n][1]));
-          o[n][0] += lo.x;
-          o[n][1] += lo.y;
-          o[n][2] += hi.x;
-          o[n][3] += hi.y;
-        }
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int n = 0; n < NT; ++n) {
+            const float2 lo = __half22float2(*reinterpret_cast<__half2*>(&ob[mt][n][0]));
+            const float2 hi = __half22float2(*reinterpret_cast<__half2*>(&ob[mt][n][1]));
+            o[mt][n][0] += lo.x;
+            o[mt][n][1] += lo.y;
+            o[mt][n][2] += hi.x;
+            o[mt][n][3] += hi.y;
+          }
       }
     } else {
 #ifndef SAGE_NO_FP8_MMA
@@ -301,101 +348,112 @@ __global__ void __launch_bounds__(kWarps * 32)
       // stores V's keys in the matching order, so P can be packed without any shuffle.
       constexpr bool two_level = PV != kPvF8AccF32;
       constexpr bool f16_acc = PV == kPvF8AccF16;
-      float ob[two_level && !f16_acc ? NT : 1][4];
-      uint32_t oh[f16_acc ? NT : 1][2];
+      float ob[MT][two_level && !f16_acc ? NT : 1][4];
+      uint32_t oh[MT][f16_acc ? NT : 1][2];
 #pragma unroll
-      for (int n = 0; n < NT; ++n) {
-        if constexpr (two_level && !f16_acc) ob[n][0] = ob[n][1] = ob[n][2] = ob[n][3] = 0.f;
-        if constexpr (f16_acc) oh[n][0] = oh[n][1] = 0u;
-      }
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+          if constexpr (two_level && !f16_acc)
+            ob[mt][n][0] = ob[mt][n][1] = ob[mt][n][2] = ob[mt][n][3] = 0.f;
+          if constexpr (f16_acc) oh[mt][n][0] = oh[mt][n][1] = 0u;
+        }
 #pragma unroll
       for (int ks2 = 0; ks2 < 2; ++ks2) {
-        uint32_t a[4];
+        uint32_t a[MT][4];
         const int j0 = 4 * ks2;
-        a[0] = ptx::pack4_e4m3(s[j0][0] * kFp8PScale, s[j0][1] * kFp8PScale,
-                               s[j0 + 1][0] * kFp8PScale, s[j0 + 1][1] * kFp8PScale);
-        a[1] = ptx::pack4_e4m3(s[j0][2] * kFp8PScale, s[j0][3] * kFp8PScale,
-                               s[j0 + 1][2] * kFp8PScale, s[j0 + 1][3] * kFp8PScale);
-        a[2] = ptx::pack4_e4m3(s[j0 + 2][0] * kFp8PScale, s[j0 + 2][1] * kFp8PScale,
-                               s[j0 + 3][0] * kFp8PScale, s[j0 + 3][1] * kFp8PScale);
-        a[3] = ptx::pack4_e4m3(s[j0 + 2][2] * kFp8PScale, s[j0 + 2][3] * kFp8PScale,
-                               s[j0 + 3][2] * kFp8PScale, s[j0 + 3][3] * kFp8PScale);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          const auto& sm = s[mt];
+          a[mt][0] = ptx::pack4_e4m3(sm[j0][0] * kFp8PScale, sm[j0][1] * kFp8PScale,
+                                     sm[j0 + 1][0] * kFp8PScale, sm[j0 + 1][1] * kFp8PScale);
+          a[mt][1] = ptx::pack4_e4m3(sm[j0][2] * kFp8PScale, sm[j0][3] * kFp8PScale,
+                                     sm[j0 + 1][2] * kFp8PScale, sm[j0 + 1][3] * kFp8PScale);
+          a[mt][2] = ptx::pack4_e4m3(sm[j0 + 2][0] * kFp8PScale, sm[j0 + 2][1] * kFp8PScale,
+                                     sm[j0 + 3][0] * kFp8PScale, sm[j0 + 3][1] * kFp8PScale);
+          a[mt][3] = ptx::pack4_e4m3(sm[j0 + 2][2] * kFp8PScale, sm[j0 + 2][3] * kFp8PScale,
+                                     sm[j0 + 3][2] * kFp8PScale, sm[j0 + 3][3] * kFp8PScale);
+        }
 #pragma unroll
         for (int n = 0; n < NT; n += 2) {
           uint32_t bf[4];
           const int mat = lane / 8;
           ptx::ldmatrix_x4(bf, vs + (8 * (n + mat / 2) + lane % 8) * L::v_stride + 32 * ks2 +
                                    (mat % 2) * 16);
-          if constexpr (f16_acc) {
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            if constexpr (f16_acc) {
 #if SAGE_FP8_F16_ACCUM
-            ptx::mma_e4m3_f16(oh[n], a, bf[0], bf[1]);
-            ptx::mma_e4m3_f16(oh[n + 1], a, bf[2], bf[3]);
+              ptx::mma_e4m3_f16(oh[mt][n], a[mt], bf[0], bf[1]);
+              ptx::mma_e4m3_f16(oh[mt][n + 1], a[mt], bf[2], bf[3]);
 #endif
-          } else if constexpr (two_level) {
-            ptx::mma_e4m3_f32(ob[n], a, bf[0], bf[1]);
-            ptx::mma_e4m3_f32(ob[n + 1], a, bf[2], bf[3]);
-          } else {
-            ptx::mma_e4m3_f32(o[n], a, bf[0], bf[1]);
-            ptx::mma_e4m3_f32(o[n + 1], a, bf[2], bf[3]);
+            } else if constexpr (two_level) {
+              ptx::mma_e4m3_f32(ob[mt][n], a[mt], bf[0], bf[1]);
+              ptx::mma_e4m3_f32(ob[mt][n + 1], a[mt], bf[2], bf[3]);
+            } else {
+              ptx::mma_e4m3_f32(o[mt][n], a[mt], bf[0], bf[1]);
+              ptx::mma_e4m3_f32(o[mt][n + 1], a[mt], bf[2], bf[3]);
+            }
           }
         }
       }
 #pragma unroll
-      for (int n = 0; n < NT; ++n) {
-        if constexpr (f16_acc) {
-          const float2 lo = __half22float2(*reinterpret_cast<__half2*>(&oh[n][0]));
-          const float2 hi = __half22float2(*reinterpret_cast<__half2*>(&oh[n][1]));
-          o[n][0] += lo.x;
-          o[n][1] += lo.y;
-          o[n][2] += hi.x;
-          o[n][3] += hi.y;
-        } else if constexpr (two_level) {
-          o[n][0] += ob[n][0];
-          o[n][1] += ob[n][1];
-          o[n][2] += ob[n][2];
-          o[n][3] += ob[n][3];
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+          if constexpr (f16_acc) {
+            const float2 lo = __half22float2(*reinterpret_cast<__half2*>(&oh[mt][n][0]));
+            const float2 hi = __half22float2(*reinterpret_cast<__half2*>(&oh[mt][n][1]));
+            o[mt][n][0] += lo.x;
+            o[mt][n][1] += lo.y;
+            o[mt][n][2] += hi.x;
+            o[mt][n][3] += hi.y;
+          } else if constexpr (two_level) {
+            o[mt][n][0] += ob[mt][n][0];
+            o[mt][n][1] += ob[mt][n][1];
+            o[mt][n][2] += ob[mt][n][2];
+            o[mt][n][3] += ob[mt][n][3];
+          }
         }
-      }
 #endif
     }
   }
 
   // Normalize and store (rows past Nq and channels past D are padding).
-  float inv[2];
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    inv[r] = l[r] > 0.f ? 1.f / l[r] : 0.f;
-  }
+  for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int row = q0 + g + 8 * r;
-    if (row >= p.Nq) continue;
-    const int64_t base = b * p.o_sb + h * p.o_sh + static_cast<int64_t>(row) * p.o_sn;
+    for (int r = 0; r < 2; ++r) {
+      float lr = l[mt][r];
+      lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+      lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+      const float inv = lr > 0.f ? 1.f / lr : 0.f;
+      const int row = q0 + 16 * mt + g + 8 * r;
+      if (row >= p.Nq) continue;
+      const int64_t base = b * p.o_sb + h * p.o_sh + static_cast<int64_t>(row) * p.o_sn;
 #pragma unroll
-    for (int n = 0; n < NT; ++n) {
-      const int col = 8 * n + 2 * t;
-      if (col >= p.D) continue;
-      float x0 = o[n][2 * r] * inv[r], x1 = o[n][2 * r + 1] * inv[r];
-      if constexpr (is_fp8(PV)) {
-        const float* vsc = p.v_scale + bhk * D_PAD + col;
-        x0 *= vsc[0] * (1.f / kFp8PScale);
-        x1 *= vsc[1] * (1.f / kFp8PScale);
+      for (int n = 0; n < NT; ++n) {
+        const int col = 8 * n + 2 * t;
+        if (col >= p.D) continue;
+        float x0 = o[mt][n][2 * r] * inv, x1 = o[mt][n][2 * r + 1] * inv;
+        if constexpr (is_fp8(PV)) {
+          const float* vsc = p.v_scale + bhk * D_PAD + col;
+          x0 *= vsc[0] * (1.f / kFp8PScale);
+          x1 *= vsc[1] * (1.f / kFp8PScale);
+        }
+        if (p.out_bf16) {
+          *reinterpret_cast<uint32_t*>(static_cast<__nv_bfloat16*>(p.out) + base + col) =
+              ptx::pack2<__nv_bfloat16>(x0, x1);
+        } else {
+          *reinterpret_cast<uint32_t*>(static_cast<__half*>(p.out) + base + col) =
+              ptx::pack2<__half>(x0, x1);
+        }
       }
-      if (p.out_bf16) {
-        *reinterpret_cast<uint32_t*>(static_cast<__nv_bfloat16*>(p.out) + base + col) =
-            ptx::pack2<__nv_bfloat16>(x0, x1);
-      } else {
-        *reinterpret_cast<uint32_t*>(static_cast<__half*>(p.out) + base + col) =
-            ptx::pack2<__half>(x0, x1);
+      if (p.lse != nullptr && t == 0) {
+        p.lse[bh * p.Nq + row] =
+            lr > 0.f ? (m[mt][r] + log2f(lr)) * 0.6931471805599453f : -INFINITY;
       }
     }
-    if (p.lse != nullptr && t == 0) {
-      p.lse[bh * p.Nq + row] =
-          l[r] > 0.f ? (m[r] + log2f(l[r])) * 0.6931471805599453f : -INFINITY;
-    }
-  }
 }
 
 // Launch one instantiation; the dynamic shared memory limit is raised where needed.
@@ -406,7 +464,7 @@ void launch_attention(const AttnParams& p, int B, cudaStream_t stream) {
   if (smem > 48 * 1024) {
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   }
-  dim3 grid((p.Nq + kCtaQ - 1) / kCtaQ, p.Hq, B);
+  dim3 grid((p.Nq + kCtaQ<D_PAD> - 1) / kCtaQ<D_PAD>, p.Hq, B);
   kernel<<<grid, kWarps * 32, smem, stream>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -428,8 +486,8 @@ inline void check_quantized(const at::Tensor& q8, const at::Tensor& q_scale, con
   TORCH_CHECK(d_pad == 64 || d_pad == 128, op, ": padded head dim must be 64 or 128, got ", d_pad);
   TORCH_CHECK(k8.size(0) == B && k8.size(3) == d_pad, op, ": k8 must match q8 in batch and D");
   TORCH_CHECK(Hkv > 0 && Hq % Hkv == 0, op, ": q heads must be a multiple of k heads");
-  TORCH_CHECK(nq_pad % kCtaQ == 0 && nq >= 0 && nq <= nq_pad, op,
-              ": q8 rows must be padded to a multiple of ", kCtaQ, " covering nq");
+  TORCH_CHECK(nq_pad % kQPad == 0 && nq >= 0 && nq <= nq_pad, op,
+              ": q8 rows must be padded to a multiple of ", kQPad, " covering nq");
   TORCH_CHECK(nk_pad % kCtaK == 0, op, ": k8 rows must be padded to a multiple of ", kCtaK);
   TORCH_CHECK(B <= 65535 && Hq <= 65535, op, ": batch and heads must each be <= 65535");
   TORCH_CHECK(q_scale.numel() == B * Hq * (nq_pad / 32) * (per_thread ? 8 : 1), op,

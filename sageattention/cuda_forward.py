@@ -18,6 +18,7 @@ from . import _checks, granularity, ops
 LOG2E = 1.4426950408889634
 MAX_HEAD_DIM = 128
 MAX_GRID = 65535  # batch and query heads are grid dimensions of the attention kernel
+Q_PAD = 128  # quantized Q rows are padded to the attention kernel's largest block (kQPad)
 
 # pv_mode codes of the attention ops (csrc/attention.cuh, enum PvMode).
 _FP16_MODES = {"fp32": 0, "fp16+fp32": 1, "fp16": 1}
@@ -84,7 +85,7 @@ def attention_forward(q, k, v, *, sm_scale: float, tensor_layout: str, is_causal
     per_thread = qk_quant_gran == "per_thread"
     q_mode = granularity.q_mode(qk_quant_gran)
     k_mode = granularity.k_mode(qk_quant_gran)
-    nq_pad = _pad(Nq, granularity.K_BLOCK)
+    nq_pad = _pad(Nq, Q_PAD)
     nk_pad = _pad(Nk, granularity.K_BLOCK)
     cuda = torch.ops.sageattention_C
     q8, qs, _ = cuda.quant_int8(qh, q_mode, nq_pad, d_pad, False, float(sm_scale) * LOG2E)

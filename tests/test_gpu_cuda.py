@@ -156,7 +156,9 @@ def test_smooth_v_and_v_bias(seed, spy):
         out, lse = sa.sageattn_qk_int8_pv_fp8_cuda(q, k, v, tensor_layout="NHD", smooth_v=True,
                                                    pv_accum_dtype=mode, return_lse=True)
         _check(out, exact, True, q.dtype, "outliers", mode)
-        assert (lse.cpu().double() - exact_lse).abs().max() < 0.1
+        # Scores of ~30 here: INT8 moves the LSE in proportion to them.
+        err = (lse.cpu().double() - exact_lse).abs()
+        assert torch.all(err < 0.05 + 0.01 * exact_lse.abs()), err.max()
     assert spy == [True] * 3
 
 
@@ -246,9 +248,11 @@ def test_fp8_v_quantization_layout(seed, smooth):
 def test_torch_compile_fullgraph_with_cuda_kernels(seed, spy):
     q, k, v = make_qkv(2, 8, 8, 1000, 1000, 128, device="cuda", layout="NHD")
 
+    fp8 = _fp8()
+
     def f(q, k, v):
         a = sa.sageattn_qk_int8_pv_fp16_cuda(q, k, v, tensor_layout="NHD", is_causal=True)
-        if _fp8():
+        if fp8:
             a = a + sa.sageattn_qk_int8_pv_fp8_cuda(q, k, v, tensor_layout="NHD")
         return a
 
