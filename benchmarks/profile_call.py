@@ -15,7 +15,8 @@ import sageattention as sa
 FNS = {
     "sageattn": lambda q, k, v, c: sa.sageattn(q, k, v, is_causal=c),
     "fp16_triton": lambda q, k, v, c: sa.sageattn_qk_int8_pv_fp16_triton(q, k, v, is_causal=c),
-    "fp8": lambda q, k, v, c: sa.sageattn_qk_int8_pv_fp8_cuda(q, k, v, is_causal=c),
+    "fp16_cuda": lambda q, k, v, c: sa.sageattn_qk_int8_pv_fp16_cuda(q, k, v, is_causal=c),
+    "fp8_cuda": lambda q, k, v, c: sa.sageattn_qk_int8_pv_fp8_cuda(q, k, v, is_causal=c),
 }
 
 
@@ -24,9 +25,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1024)
     ap.add_argument("--d", type=int, default=64)
     ap.add_argument("--causal", action="store_true")
+    ap.add_argument("--only", nargs="+", choices=sorted(FNS), help="profile only these calls")
     args = ap.parse_args()
     q, k, v = (torch.randn(4, 32, args.n, args.d, dtype=torch.float16, device="cuda") for _ in range(3))
     for name, fn in FNS.items():
+        if args.only and name not in args.only:
+            continue
         for _ in range(3):
             fn(q, k, v, args.causal)
         torch.cuda.synchronize()

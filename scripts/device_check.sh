@@ -17,6 +17,7 @@ for s in $steps; do
     tune) python3 benchmarks/tune_tiles.py 2>&1 | tee "$OUT/tune.log"; python3 benchmarks/tune_tiles.py --causal 2>&1 | tee -a "$OUT/tune.log" ;;
     tune8) for c in "" --causal; do python3 benchmarks/tune_tiles.py --pv fp8 $c; done 2>&1 | tee "$OUT/tune8.log" ;;
     profile) for d in 64 128; do python3 benchmarks/profile_call.py --n 1024 --d $d 2>&1 | grep -v -i warn; done | tee "$OUT/profile.log" ;;
+    cudaprofile) for d in 64 128; do python3 benchmarks/profile_call.py --n 4096 --d $d --only fp16_triton fp16_cuda fp8_cuda 2>&1 | grep -v -i warn; done | tee "$OUT/cudaprofile.log" ;;
     quickbench) python3 benchmarks/bench_attention.py --out "$OUT/quick" --seqlens 4096 16384 --only sageattn fp16_triton fp16_cuda "fp16_cuda fp16+fp32" fp8_cuda fp8_cuda_sm90 2>&1 | tee "$OUT/quickbench.log" | tail -20 ;;
     cudabench) python3 benchmarks/bench_attention.py --out "$OUT/cuda${BENCH_TAG:-}" --seqlens 4096 16384 --only fp16_cuda fp8_cuda_sm90 2>&1 | tee "$OUT/cudabench${BENCH_TAG:-}.log" | tail -12 ;;
     bench) python3 benchmarks/bench_attention.py --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -20 ;;

@@ -158,7 +158,9 @@ def test_two_level_fp8_accumulation_fixes_biased_v(seed):
     exact = reference.attention_fp64(q, k, v)
     err = {mode: reference.accuracy(sa.sageattn_qk_int8_pv_fp8_cuda(q, k, v, pv_accum_dtype=mode),
                                     exact)["rel_l1"] for mode in ("fp32", "fp32+fp32", "fp32+fp16")}
-    assert err["fp32+fp32"] <= err["fp32+fp16"] and err["fp32"] <= err["fp32+fp16"], err
+    # The two-level scheme beats the MMA's own ~22-bit accumulator over the whole row.
+    print(err)
+    assert err["fp32+fp32"] <= err["fp32"] and max(err.values()) < 0.05, err
 
 
 def test_non_contiguous_and_large_offsets():
