@@ -42,44 +42,74 @@ __device__ __forceinline__ int group_in_tile(int r, int mode) {
   }
 }
 
+// Eight consecutive channels of one row as floats: one 16-byte load when the caller checked
+// alignment (vec), else eight scalar loads; zeros past D.
+template <typename T>
+__device__ __forceinline__ void load8(const T* __restrict__ row, int c, int D, int64_t sd,
+                                      bool vec, float (&v)[8]) {
+  if (vec && c + 8 <= D) {
+    uint4 raw[sizeof(T) / 2];  // 8 elements: one 16-byte load for 16-bit types, two for fp32
+#pragma unroll
+    for (int p = 0; p < static_cast<int>(sizeof(T) / 2); ++p)
+      raw[p] = reinterpret_cast<const uint4*>(row + c)[p];
+    const T* e = reinterpret_cast<const T*>(raw);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) v[i] = to_float(e[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) v[i] = c + i < D ? to_float(row[(c + i) * sd]) : 0.f;
+  }
+}
+
 // grid (n_pad / kTile, H, B), block kThreads; dynamic shared memory: kTile * d_pad floats.
+// Each thread moves 8 channels at a time (16-byte loads when aligned, 8-byte stores).
 template <typename T>
 __global__ void quant_int8_kernel(const T* __restrict__ x, Strides s, int N, int D, int d_pad,
                                   const float* __restrict__ mean, int mode, int n_pad,
-                                  float scale_mul, int8_t* __restrict__ y,
+                                  float scale_mul, bool vec, int8_t* __restrict__ y,
                                   float* __restrict__ scales) {
   extern __shared__ float tile[];  // [kTile][d_pad]
-  __shared__ float row_amax[kTile];
+  __shared__ unsigned row_amax[kTile];  // float bits: amax >= 0 orders like an unsigned int
   __shared__ float group_amax[16];
   const int64_t h = blockIdx.y, b = blockIdx.z;
   const int H = gridDim.y;
   const int row0 = blockIdx.x * kTile;
   const int64_t slab = b * H + h;
   const float* m = mean ? mean + slab * D : nullptr;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int chunks = d_pad / 8;
+  if (threadIdx.x < kTile) row_amax[threadIdx.x] = 0u;
+  __syncthreads();
 
-  // Load, smooth; each warp owns rows warp, warp + 8, ...
-  for (int r = warp; r < kTile; r += kThreads / 32) {
+  // Load and smooth 8 channels per step; per-row max |x| through shared-memory atomics.
+  for (int i = threadIdx.x; i < kTile * chunks; i += kThreads) {
+    const int r = i / chunks, c = (i % chunks) * 8;
     const int n = row0 + r;
-    float amax = 0.f;
-    for (int c = lane; c < d_pad; c += 32) {
-      float v = 0.f;
-      if (n < N && c < D) {
-        v = to_float(x[b * s.b + h * s.h + static_cast<int64_t>(n) * s.n + c * s.d]);
-        if (m) v -= m[c];
+    float v[8];
+    if (n < N && c < D) {
+      load8(x + b * s.b + h * s.h + static_cast<int64_t>(n) * s.n, c, D, s.d, vec, v);
+      if (m) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) v[e] = c + e < D ? v[e] - m[c + e] : 0.f;
       }
-      tile[r * d_pad + c] = v;
-      amax = fmaxf(amax, fabsf(v));
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) v[e] = 0.f;
     }
-    for (int o = 16; o > 0; o /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    if (lane == 0) row_amax[r] = amax;
+    float amax = 0.f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      tile[r * d_pad + c + e] = v[e];
+      amax = fmaxf(amax, fabsf(v[e]));
+    }
+    atomicMax(&row_amax[r], __float_as_uint(amax));
   }
   __syncthreads();
   const int n_groups = groups_per_tile(mode);
   if (threadIdx.x < n_groups) {
     float g = 0.f;
     for (int r = 0; r < kTile; ++r)
-      if (group_in_tile(r, mode) == static_cast<int>(threadIdx.x)) g = fmaxf(g, row_amax[r]);
+      if (group_in_tile(r, mode) == static_cast<int>(threadIdx.x))
+        g = fmaxf(g, __uint_as_float(row_amax[r]));
     g = fmaxf(g, 1e-30f);
     group_amax[threadIdx.x] = g;
     scales[slab * (static_cast<int64_t>(n_pad / kTile) * n_groups) + blockIdx.x * n_groups +
@@ -87,13 +117,19 @@ __global__ void quant_int8_kernel(const T* __restrict__ x, Strides s, int N, int
   }
   __syncthreads();
   int8_t* out = y + (slab * n_pad + row0) * static_cast<int64_t>(d_pad);
-  for (int i = threadIdx.x; i < kTile * d_pad; i += kThreads) {
-    const int r = i / d_pad;
+  for (int i = threadIdx.x; i < kTile * chunks; i += kThreads) {
+    const int r = i / chunks, c = (i % chunks) * 8;
     const float inv = 127.f / group_amax[group_in_tile(r, mode)];
-    float v = tile[i] * inv;
-    v = v >= 0.f ? v + 0.5f : v - 0.5f;
-    v = fminf(fmaxf(v, -127.f), 127.f);
-    out[i] = static_cast<int8_t>(__float2int_rz(v));
+    uint32_t packed[2] = {0u, 0u};
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      float v = tile[r * d_pad + c + e] * inv;
+      v = v >= 0.f ? v + 0.5f : v - 0.5f;
+      v = fminf(fmaxf(v, -127.f), 127.f);
+      const uint32_t q = static_cast<uint8_t>(static_cast<int8_t>(__float2int_rz(v)));
+      packed[e / 4] |= q << (8 * (e % 4));
+    }
+    *reinterpret_cast<uint2*>(out + r * d_pad + c) = make_uint2(packed[0], packed[1]);
   }
 }
 
@@ -107,7 +143,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> quant_int8(const at::Tensor& x, i
   TORCH_CHECK(mode >= 0 && mode <= 3, "quant_int8: mode must be 0..3 (sageattention/granularity.py)");
   const int64_t B = x.size(0), H = x.size(1), N = x.size(2), D = x.size(3);
   TORCH_CHECK(n_pad % kTile == 0 && n_pad >= N, "quant_int8: n_pad must be a multiple of 64 >= N");
-  TORCH_CHECK(d_pad >= D && d_pad <= 256, "quant_int8: need D <= d_pad <= 256");
+  TORCH_CHECK(d_pad >= D && d_pad <= 256 && d_pad % 8 == 0,
+              "quant_int8: need D <= d_pad <= 256, d_pad a multiple of 8");
   TORCH_CHECK(B <= 65535 && H <= 65535, "quant_int8: B and H must each be <= 65535");
   const c10::cuda::CUDAGuard guard(x.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -133,10 +170,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> quant_int8(const at::Tensor& x, i
                                           static_cast<int>(smem)));
     }
     dim3 grid(n_pad / kTile, H, B);
+    // 16-byte loads need a unit channel stride and 16-byte aligned rows.
+    constexpr int per16 = 16 / sizeof(scalar_t);
+    const bool vec = s.d == 1 && s.n % per16 == 0 && s.h % per16 == 0 && s.b % per16 == 0 &&
+                     reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
     kernel<<<grid, kThreads, smem, stream>>>(
         x.data_ptr<scalar_t>(), s, static_cast<int>(N), static_cast<int>(D),
         static_cast<int>(d_pad), smooth ? mean.data_ptr<float>() : nullptr,
-        static_cast<int>(mode), static_cast<int>(n_pad), static_cast<float>(scale_mul),
+        static_cast<int>(mode), static_cast<int>(n_pad), static_cast<float>(scale_mul), vec,
         y.data_ptr<int8_t>(), scales.data_ptr<float>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

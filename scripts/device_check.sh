@@ -20,6 +20,7 @@ for s in $steps; do
     cudaprofile) for d in 64 128; do python3 benchmarks/profile_call.py --n 4096 --d $d --only fp16_triton fp16_cuda fp8_cuda 2>&1 | grep -v -i warn; done | tee "$OUT/cudaprofile.log" ;;
     quickbench) python3 benchmarks/bench_attention.py --out "$OUT/quick" --seqlens 4096 16384 --only sageattn fp16_triton fp16_cuda "fp16_cuda fp16+fp32" fp8_cuda fp8_cuda_sm90 2>&1 | tee "$OUT/quickbench.log" | tail -20 ;;
     cudabench) python3 benchmarks/bench_attention.py --out "$OUT/cuda${BENCH_TAG:-}" --seqlens 4096 16384 --only fp16_cuda fp8_cuda_sm90 2>&1 | tee "$OUT/cudabench${BENCH_TAG:-}.log" | tail -12 ;;
+    ncu) if command -v ncu >/dev/null; then ncu --kernel-name regex:attention_kernel --launch-skip 1 --launch-count 1 --section SpeedOfLight --section WarpStateStats --section ComputeWorkloadAnalysis --section Occupancy --section MemoryWorkloadAnalysis python3 benchmarks/ncu_target.py 128 4096 2>&1 | tee "$OUT/ncu.log" | tail -150; else echo "no ncu on this machine"; fi ;;
     bench) python3 benchmarks/bench_attention.py --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -20 ;;
   esac
 done

@@ -218,13 +218,16 @@ def test_large_offsets():
         del out
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("mode", [0, 1, 2, 3])
-def test_compiled_quantization_matches_the_model(seed, dtype, mode):
+@pytest.mark.parametrize("strided", [True, False])
+def test_compiled_quantization_matches_the_model(seed, dtype, mode, strided):
     from sageattention import granularity
 
     base = torch.randn(2, 300, 4, 2, 96, device="cuda", dtype=dtype) * 3 + 5
-    x = base[:, :, :, 0].transpose(1, 2)  # [B, H, N, D] view with odd strides
+    x = base[:, :, :, 0].transpose(1, 2)  # [B, H, N, D] view with odd strides (scalar loads)
+    if not strided:
+        x = x.contiguous()  # 16-byte loads
     smooth = mode in (0, 3)
     x8, xs, xm = torch.ops.sageattention_C.quant_int8(x, mode, 320, 128, smooth, 0.5)
     want_mean = x.float().mean(dim=2) if smooth else torch.zeros_like(xm)
