@@ -254,32 +254,64 @@ __global__ void __launch_bounds__(kWarps * 32)
             if (key >= p.Nk || (CAUSAL && key > row)) s[mt][j][e] = -INFINITY;
           }
     }
-    // Online softmax (base 2).
+    // Online softmax (base 2). Reductions are trees: with two warps per scheduler, serial
+    // chains of dependent max/add would leave the pipes idle (ncu: fixed-latency stalls).
+    // P leaves as the packed A fragments of the P·V MMA, so the fp32 scores die here.
+    constexpr int kPackedP = is_fp8(PV) ? 8 : 16;  // registers of packed P per m16 tile
+    uint32_t pa[MT][kPackedP];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
       float m_use[2], alpha[2];
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        float mx = -INFINITY;
+        float mx[8];
 #pragma unroll
-        for (int j = 0; j < 8; ++j) mx = fmaxf(mx, fmaxf(s[mt][j][2 * r], s[mt][j][2 * r + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float m_new = fmaxf(m[mt][r], mx);
+        for (int j = 0; j < 8; ++j) mx[j] = fmaxf(s[mt][j][2 * r], s[mt][j][2 * r + 1]);
+#pragma unroll
+        for (int w = 4; w > 0; w /= 2)
+#pragma unroll
+          for (int j = 0; j < w; ++j) mx[j] = fmaxf(mx[j], mx[j + w]);
+        float row_max = fmaxf(mx[0], __shfl_xor_sync(0xffffffffu, mx[0], 1));
+        row_max = fmaxf(row_max, __shfl_xor_sync(0xffffffffu, row_max, 2));
+        const float m_new = fmaxf(m[mt][r], row_max);
         m_use[r] = m_new == -INFINITY ? 0.f : m_new;  // no key seen yet: keep everything zero
         alpha[r] = ptx::fast_exp2(m[mt][r] - m_use[r]);
         m[mt][r] = m_new;
       }
-      float rowsum[2] = {0.f, 0.f};
 #pragma unroll
       for (int j = 0; j < 8; ++j)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          s[mt][j][e] = ptx::fast_exp2(s[mt][j][e] - m_use[e >> 1]);
-          rowsum[e >> 1] += s[mt][j][e];
-        }
+        for (int e = 0; e < 4; ++e) s[mt][j][e] = ptx::fast_exp2(s[mt][j][e] - m_use[e >> 1]);
 #pragma unroll
-      for (int r = 0; r < 2; ++r) l[mt][r] = l[mt][r] * alpha[r] + rowsum[r];
+      for (int r = 0; r < 2; ++r) {
+        float sum[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) sum[j] = s[mt][j][2 * r] + s[mt][j][2 * r + 1];
+#pragma unroll
+        for (int w = 4; w > 0; w /= 2)
+#pragma unroll
+          for (int j = 0; j < w; ++j) sum[j] += sum[j + w];
+        l[mt][r] = l[mt][r] * alpha[r] + sum[0];
+      }
+      if constexpr (is_fp8(PV)) {
+        // e4m3 A fragment of k32 step ks: a0 row g keys (tile 4ks: 2t, 2t+1; tile 4ks+1: 2t,
+        // 2t+1), a1 the same for row g + 8, a2 / a3 the same from tiles 4ks+2 and 4ks+3.
+#pragma unroll
+        for (int ks = 0; ks < 2; ++ks)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int j = 4 * ks + 2 * (i / 2), e = 2 * (i % 2);
+            pa[mt][4 * ks + i] = ptx::pack4_e4m3(
+                s[mt][j][e] * kFp8PScale, s[mt][j][e + 1] * kFp8PScale,
+                s[mt][j + 1][e] * kFp8PScale, s[mt][j + 1][e + 1] * kFp8PScale);
+          }
+      } else {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          pa[mt][2 * j] = ptx::pack2<VT>(s[mt][j][0], s[mt][j][1]);
+          pa[mt][2 * j + 1] = ptx::pack2<VT>(s[mt][j][2], s[mt][j][3]);
+        }
+      }
       // Once the running max settles (most tiles of a long row) no row of the warp moves.
       if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
@@ -299,131 +331,112 @@ __global__ void __launch_bounds__(kWarps * 32)
     ptx::cp_async_commit();
     const int8_t* vs = v_smem + stage * L::v_tile;
 
+    // O += P · V. The loop runs over pairs of n8 output tiles outside and the key steps inside,
+    // so the modes that accumulate one key tile separately (fp16 accumulators, two-level FP8)
+    // need temporaries for one pair of output tiles only, not for the whole row.
     if constexpr (!is_fp8(PV)) {
-      // O += P · V over 4 steps of 16 keys; P's accumulator layout is the A fragment layout.
+      // 4 steps of 16 keys; P's accumulator layout is the A fragment layout.
       constexpr bool f16_acc = PV == kPvF16AccF16 && std::is_same<VT, __half>::value;
-      uint32_t ob[MT][f16_acc ? NT : 1][2];
-      if constexpr (f16_acc) {
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt)
+      for (int n = 0; n < NT; n += 2) {
+        uint32_t oh[MT][2][2];
+        if constexpr (f16_acc) {
 #pragma unroll
-          for (int n = 0; n < NT; ++n) ob[mt][n][0] = ob[mt][n][1] = 0u;
-      }
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        uint32_t a[MT][4];
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          a[mt][0] = ptx::pack2<VT>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-          a[mt][1] = ptx::pack2<VT>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-          a[mt][2] = ptx::pack2<VT>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-          a[mt][3] = ptx::pack2<VT>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+          for (int mt = 0; mt < MT; ++mt) oh[mt][0][0] = oh[mt][0][1] = oh[mt][1][0] = oh[mt][1][1] = 0u;
         }
 #pragma unroll
-        for (int n = 0; n < NT; n += 2) {
+        for (int kk = 0; kk < 4; ++kk) {
           uint32_t bf[4];
           const int mat = lane / 8;
           ptx::ldmatrix_x4_trans(
               bf, vs + (16 * kk + (mat % 2) * 8 + lane % 8) * L::v_stride + (n + mat / 2) * 16);
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt) {
+            // Score tiles 2kk and 2kk+1 are the k16 A fragment.
+            const uint32_t a[4] = {pa[mt][4 * kk], pa[mt][4 * kk + 1], pa[mt][4 * kk + 2],
+                                   pa[mt][4 * kk + 3]};
             if constexpr (f16_acc) {
-              ptx::mma_f16_f16(ob[mt][n], a[mt], bf[0], bf[1]);
-              ptx::mma_f16_f16(ob[mt][n + 1], a[mt], bf[2], bf[3]);
+              ptx::mma_f16_f16(oh[mt][0], a, bf[0], bf[1]);
+              ptx::mma_f16_f16(oh[mt][1], a, bf[2], bf[3]);
             } else {
-              ptx::mma_16bit_f32<VT>(o[mt][n], a[mt], bf[0], bf[1]);
-              ptx::mma_16bit_f32<VT>(o[mt][n + 1], a[mt], bf[2], bf[3]);
+              ptx::mma_16bit_f32<VT>(o[mt][n], a, bf[0], bf[1]);
+              ptx::mma_16bit_f32<VT>(o[mt][n + 1], a, bf[2], bf[3]);
             }
           }
         }
-      }
-      if constexpr (f16_acc) {
+        if constexpr (f16_acc) {
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt)
+          for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-          for (int n = 0; n < NT; ++n) {
-            const float2 lo = __half22float2(*reinterpret_cast<__half2*>(&ob[mt][n][0]));
-            const float2 hi = __half22float2(*reinterpret_cast<__half2*>(&ob[mt][n][1]));
-            o[mt][n][0] += lo.x;
-            o[mt][n][1] += lo.y;
-            o[mt][n][2] += hi.x;
-            o[mt][n][3] += hi.y;
-          }
+            for (int u = 0; u < 2; ++u) {
+              const float2 lo = __half22float2(*reinterpret_cast<__half2*>(&oh[mt][u][0]));
+              const float2 hi = __half22float2(*reinterpret_cast<__half2*>(&oh[mt][u][1]));
+              o[mt][n + u][0] += lo.x;
+              o[mt][n + u][1] += lo.y;
+              o[mt][n + u][2] += hi.x;
+              o[mt][n + u][3] += hi.y;
+            }
+        }
       }
     } else {
 #ifndef SAGE_NO_FP8_MMA
-      // O += (P * 448 in e4m3) · V8 over 2 steps of 32 keys. A thread's P columns are 2t, 2t+1
-      // of each 8-key tile, while the e4m3 A fragment wants 4 consecutive k: quant_v_fp8.cu
-      // stores V's keys in the matching order, so P can be packed without any shuffle.
-      constexpr bool two_level = PV != kPvF8AccF32;
+      // (P * 448 in e4m3) · V8 over 2 steps of 32 keys. A thread's P columns are 2t, 2t+1 of
+      // each 8-key tile, while the e4m3 A fragment wants 4 consecutive k: quant_v_fp8.cu stores
+      // V's keys in the matching order, so P is packed without any shuffle.
+      constexpr bool two_level = PV == kPvF8AccF32F32;
       constexpr bool f16_acc = PV == kPvF8AccF16;
-      float ob[MT][two_level && !f16_acc ? NT : 1][4];
-      uint32_t oh[MT][f16_acc ? NT : 1][2];
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
+      for (int n = 0; n < NT; n += 2) {
+        float ob[MT][2][4];
+        uint32_t oh[MT][2][2];
 #pragma unroll
-        for (int n = 0; n < NT; ++n) {
-          if constexpr (two_level && !f16_acc)
-            ob[mt][n][0] = ob[mt][n][1] = ob[mt][n][2] = ob[mt][n][3] = 0.f;
-          if constexpr (f16_acc) oh[mt][n][0] = oh[mt][n][1] = 0u;
-        }
+        for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int ks2 = 0; ks2 < 2; ++ks2) {
-        uint32_t a[MT][4];
-        const int j0 = 4 * ks2;
+          for (int u = 0; u < 2; ++u) {
+            if constexpr (two_level) ob[mt][u][0] = ob[mt][u][1] = ob[mt][u][2] = ob[mt][u][3] = 0.f;
+            if constexpr (f16_acc) oh[mt][u][0] = oh[mt][u][1] = 0u;
+          }
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          const auto& sm = s[mt];
-          a[mt][0] = ptx::pack4_e4m3(sm[j0][0] * kFp8PScale, sm[j0][1] * kFp8PScale,
-                                     sm[j0 + 1][0] * kFp8PScale, sm[j0 + 1][1] * kFp8PScale);
-          a[mt][1] = ptx::pack4_e4m3(sm[j0][2] * kFp8PScale, sm[j0][3] * kFp8PScale,
-                                     sm[j0 + 1][2] * kFp8PScale, sm[j0 + 1][3] * kFp8PScale);
-          a[mt][2] = ptx::pack4_e4m3(sm[j0 + 2][0] * kFp8PScale, sm[j0 + 2][1] * kFp8PScale,
-                                     sm[j0 + 3][0] * kFp8PScale, sm[j0 + 3][1] * kFp8PScale);
-          a[mt][3] = ptx::pack4_e4m3(sm[j0 + 2][2] * kFp8PScale, sm[j0 + 2][3] * kFp8PScale,
-                                     sm[j0 + 3][2] * kFp8PScale, sm[j0 + 3][3] * kFp8PScale);
-        }
-#pragma unroll
-        for (int n = 0; n < NT; n += 2) {
+        for (int ks = 0; ks < 2; ++ks) {
           uint32_t bf[4];
           const int mat = lane / 8;
-          ptx::ldmatrix_x4(bf, vs + (8 * (n + mat / 2) + lane % 8) * L::v_stride + 32 * ks2 +
+          ptx::ldmatrix_x4(bf, vs + (8 * (n + mat / 2) + lane % 8) * L::v_stride + 32 * ks +
                                    (mat % 2) * 16);
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt) {
+            const uint32_t a[4] = {pa[mt][4 * ks], pa[mt][4 * ks + 1], pa[mt][4 * ks + 2],
+                                   pa[mt][4 * ks + 3]};
             if constexpr (f16_acc) {
 #if SAGE_FP8_F16_ACCUM
-              ptx::mma_e4m3_f16(oh[mt][n], a[mt], bf[0], bf[1]);
-              ptx::mma_e4m3_f16(oh[mt][n + 1], a[mt], bf[2], bf[3]);
+              ptx::mma_e4m3_f16(oh[mt][0], a, bf[0], bf[1]);
+              ptx::mma_e4m3_f16(oh[mt][1], a, bf[2], bf[3]);
 #endif
             } else if constexpr (two_level) {
-              ptx::mma_e4m3_f32(ob[mt][n], a[mt], bf[0], bf[1]);
-              ptx::mma_e4m3_f32(ob[mt][n + 1], a[mt], bf[2], bf[3]);
+              ptx::mma_e4m3_f32(ob[mt][0], a, bf[0], bf[1]);
+              ptx::mma_e4m3_f32(ob[mt][1], a, bf[2], bf[3]);
             } else {
-              ptx::mma_e4m3_f32(o[mt][n], a[mt], bf[0], bf[1]);
-              ptx::mma_e4m3_f32(o[mt][n + 1], a[mt], bf[2], bf[3]);
+              ptx::mma_e4m3_f32(o[mt][n], a, bf[0], bf[1]);
+              ptx::mma_e4m3_f32(o[mt][n + 1], a, bf[2], bf[3]);
             }
           }
         }
-      }
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
+        for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int n = 0; n < NT; ++n) {
-          if constexpr (f16_acc) {
-            const float2 lo = __half22float2(*reinterpret_cast<__half2*>(&oh[mt][n][0]));
-            const float2 hi = __half22float2(*reinterpret_cast<__half2*>(&oh[mt][n][1]));
-            o[mt][n][0] += lo.x;
-            o[mt][n][1] += lo.y;
-            o[mt][n][2] += hi.x;
-            o[mt][n][3] += hi.y;
-          } else if constexpr (two_level) {
-            o[mt][n][0] += ob[mt][n][0];
-            o[mt][n][1] += ob[mt][n][1];
-            o[mt][n][2] += ob[mt][n][2];
-            o[mt][n][3] += ob[mt][n][3];
+          for (int u = 0; u < 2; ++u) {
+            if constexpr (f16_acc) {
+              const float2 lo = __half22float2(*reinterpret_cast<__half2*>(&oh[mt][u][0]));
+              const float2 hi = __half22float2(*reinterpret_cast<__half2*>(&oh[mt][u][1]));
+              o[mt][n + u][0] += lo.x;
+              o[mt][n + u][1] += lo.y;
+              o[mt][n + u][2] += hi.x;
+              o[mt][n + u][3] += hi.y;
+            } else if constexpr (two_level) {
+#pragma unroll
+              for (int e = 0; e < 4; ++e) o[mt][n + u][e] += ob[mt][u][e];
+            }
           }
-        }
+      }
 #endif
     }
   }
