@@ -25,17 +25,29 @@ from sageattention import ops, reference
 from sageattention.testing import KINDS, make_qkv
 
 
+def _fp16_cuda(gran, accum):
+    return lambda q, k, v, c: sa.sageattn_qk_int8_pv_fp16_cuda(
+        q, k, v, is_causal=c, qk_quant_gran=gran, pv_accum_dtype=accum)
+
+
+def _fp8_cuda(gran, accum):
+    return lambda q, k, v, c: sa.sageattn_qk_int8_pv_fp8_cuda(
+        q, k, v, is_causal=c, qk_quant_gran=gran, pv_accum_dtype=accum)
+
+
 def functions(device):
+    """Every public function, and every pv_accum_dtype / qk_quant_gran of the CUDA ones."""
     fns = {
         "sageattn": lambda q, k, v, c: sa.sageattn(q, k, v, is_causal=c),
         "fp16_triton": lambda q, k, v, c: sa.sageattn_qk_int8_pv_fp16_triton(q, k, v, is_causal=c),
-        "fp16_cuda per_thread": lambda q, k, v, c: sa.sageattn_qk_int8_pv_fp16_cuda(
-            q, k, v, is_causal=c, qk_quant_gran="per_thread"),
-        "fp16_cuda per_warp": lambda q, k, v, c: sa.sageattn_qk_int8_pv_fp16_cuda(
-            q, k, v, is_causal=c, qk_quant_gran="per_warp"),
-        "fp8_cuda": lambda q, k, v, c: sa.sageattn_qk_int8_pv_fp8_cuda(q, k, v, is_causal=c),
-        "fp8_cuda_sm90": lambda q, k, v, c: sa.sageattn_qk_int8_pv_fp8_cuda_sm90(q, k, v, is_causal=c),
     }
+    for gran in ("per_thread", "per_warp"):
+        for accum in ("fp32", "fp16+fp32", "fp16"):
+            fns[f"fp16_cuda {gran} {accum}"] = _fp16_cuda(gran, accum)
+    for gran in ("per_thread", "per_warp"):
+        for accum in ("fp32", "fp32+fp32", "fp32+fp16"):
+            fns[f"fp8_cuda {gran} {accum}"] = _fp8_cuda(gran, accum)
+    fns["fp8_cuda_sm90"] = lambda q, k, v, c: sa.sageattn_qk_int8_pv_fp8_cuda_sm90(q, k, v, is_causal=c)
     try:
         from original import original_fp16_triton
 
@@ -77,23 +89,39 @@ def main() -> int:
                     acc = reference.accuracy(out, exact)
                     rows.append({"function": name, "kind": kind, "causal": causal, "B": B, "H": H,
                                  "N": N, "D": D, "dtype": "fp16", **acc})
-                    print(f"D={D:3d} {kind:10s} causal={causal!s:5s} {name:22s} "
+                    print(f"D={D:3d} {kind:10s} causal={causal!s:5s} {name:30s} "
                           f"cos={acc['cosine']:.6f} relL1={acc['rel_l1']:.4f}", flush=True)
     meta = {
         "gpu": torch.cuda.get_device_name() if device == "cuda" else f"CPU interpreter ({platform.machine()})",
         "torch": torch.__version__,
         "triton": __import__("triton").__version__,
         "sageattention": sa.__version__,
-        # K quantization runs in the compiled extension when it loads (csrc/README.md).
+        # The *_cuda functions run the compiled kernels only when these are true (csrc/).
         "compiled_extension": ops.load() is not None,
+        "fp8_unit": device == "cuda" and ops.fp8_usable_on(torch.device("cuda")),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     tag = "cpu" if args.cpu else meta["gpu"].replace(" ", "_")
     path = args.out / f"accuracy-{tag}-{meta['date'][:10]}.json"
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    print(f"wrote {path}")
+    print(f"wrote {path}\n")
+    print(markdown(rows, D=max(r["D"] for r in rows)))
     return 0
+
+
+def markdown(rows, D: int) -> str:
+    """Cosine / relative L1 per function and input kind (non-causal, head dim D)."""
+    names = list(dict.fromkeys(r["function"] for r in rows))
+    lines = [f"| function (D={D}, full) | " + " | ".join(KINDS) + " |", "|---" * (len(KINDS) + 1) + "|"]
+    for name in names:
+        cells = []
+        for kind in KINDS:
+            r = next((r for r in rows if r["function"] == name and r["kind"] == kind
+                      and r["D"] == D and not r["causal"]), None)
+            cells.append("-" if r is None else f"{r['cosine']:.5f} / {r['rel_l1']:.4f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,23 +1,26 @@
 """Which kernel ``sageattn`` runs on which GPU.
 
-============================  ==========================================  ====================
+============================  ==========================================  =======================
 GPU (compute capability)      path                                        why
-============================  ==========================================  ====================
+============================  ==========================================  =======================
 sm80 (A100)                   CUDA INT8 Q·Kᵀ + FP16 P·V, fp32 accumulation  as the original
-sm86 (RTX 30xx)               CUDA INT8 Q·Kᵀ + FP16 P·V                     faster than Triton on
-                                                                            the H100 (see below)
+sm86 / sm87 (RTX 30xx, Orin)  Triton INT8 Q·Kᵀ + FP16 P·V                   as the original (see
+                                                                            below)
 sm89 (RTX 40xx)               CUDA INT8 Q·Kᵀ + FP8 P·V, "fp32+fp16"         FP8 MMA doubles P·V
 sm120 (RTX 50xx)              same, per_warp scales                       as the original
 sm90 (H100, H200), D > 64     Triton INT8 Q·Kᵀ + FP8 P·V, "fp32+fp32"       measured fastest
 sm90, D <= 64                 Triton INT8 Q·Kᵀ + FP16 P·V                   measured fastest
 older than sm80               ValueError                                  no INT8 tensor cores
-============================  ==========================================  ====================
+============================  ==========================================  =======================
 
-sm86 cannot be measured here; its choice rests on the H100 comparison of the two FP16 paths in
-docs/perf-notes.md (same mma.sync instructions). A CUDA plan falls back to the Triton kernel
-of the same precision when the extension is missing, lacks code for the GPU, or the call needs
-something only Triton implements (cuda_forward.unsupported_reason). Scales default to
-per_thread groups: finer than per_block at the same speed.
+sm86 cannot be measured here. On the H100 our Triton FP16 path beats our CUDA FP16 kernel by
+15-25%, but there Triton emits Hopper-only wgmma instructions, so that comparison says nothing
+about sm86; the original measured its Triton path faster on sm86 and we keep its choice
+(docs/perf-notes.md). On sm90 the mma.sync CUDA kernels lose to the Triton kernels (Triton
+uses wgmma; FP8 mma.sync is no faster than FP16 there): the Hopper path stays Triton until a
+wgmma kernel exists. A CUDA plan falls back to the Triton kernel of the same precision when
+the extension is missing, lacks code for the GPU, or the call needs something only Triton
+implements (cuda_forward.unsupported_reason). Scales default to per_thread groups.
 """
 from __future__ import annotations
 
@@ -63,8 +66,10 @@ def default_plan(device, head_dim: int = 128) -> Plan:
                          "torch.nn.functional.scaled_dot_product_attention on this GPU.")
     if cc[0] == 9:
         return Plan(pv_fp8=head_dim > 64)
-    if cc < (8, 9):
+    if cc == (8, 0):
         return Plan(pv_fp8=False, pv_accum="fp32", backend="cuda")
+    if cc < (8, 9):
+        return Plan(pv_fp8=False)
     if cc[0] == 12:
         return Plan(pv_fp8=True, qk_quant_gran="per_warp", pv_accum="fp32+fp16", backend="cuda")
     return Plan(pv_fp8=True, pv_accum="fp32+fp16", backend="cuda")

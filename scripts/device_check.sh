@@ -21,6 +21,7 @@ for s in $steps; do
     quickbench) python3 benchmarks/bench_attention.py --out "$OUT/quick" --seqlens 4096 16384 --only sageattn fp16_triton fp16_cuda "fp16_cuda fp16+fp32" fp8_cuda fp8_cuda_sm90 2>&1 | tee "$OUT/quickbench.log" | tail -20 ;;
     cudabench) python3 benchmarks/bench_attention.py --out "$OUT/cuda${BENCH_TAG:-}" --seqlens 4096 16384 --only fp16_cuda fp8_cuda_sm90 2>&1 | tee "$OUT/cudabench${BENCH_TAG:-}.log" | tail -12 ;;
     ncu) if command -v ncu >/dev/null; then ncu --kernel-name regex:attention_kernel --launch-skip 1 --launch-count 1 --section SpeedOfLight --section WarpStateStats --section ComputeWorkloadAnalysis --section Occupancy --section MemoryWorkloadAnalysis python3 benchmarks/ncu_target.py 128 4096 2>&1 | tee "$OUT/ncu.log" | tail -150; else echo "no ncu on this machine"; fi ;;
+    mmakind) for f in $(ls -t ~/.triton/cache/*/*.ptx 2>/dev/null | head -400); do grep -l "attention_kernel" "$f"; done 2>/dev/null | head -40 | while read -r f; do echo "$f: wgmma=$(grep -c wgmma "$f") mma.sync=$(grep -c 'mma.sync' "$f")"; done | sort | uniq -c | tee "$OUT/triton_mma_kinds.txt" | tail -12 ;;
     bench) python3 benchmarks/bench_attention.py --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -20 ;;
   esac
 done

@@ -1,0 +1,75 @@
+"""Which path sageattn plans per compute capability (sageattention/dispatch.py), and when the
+CUDA path declines a call (sageattention/cuda_forward.unsupported_reason). No GPU needed."""
+import pytest
+import torch
+
+from sageattention import cuda_forward, dispatch
+
+CUDA = torch.device("cuda", 0)
+
+
+@pytest.mark.parametrize("cc,d,want", [
+    ((8, 0), 128, dict(pv_fp8=False, backend="cuda", pv_accum="fp32")),
+    ((8, 6), 128, dict(pv_fp8=False, backend="triton")),
+    ((8, 7), 64, dict(pv_fp8=False, backend="triton")),
+    ((8, 9), 128, dict(pv_fp8=True, backend="cuda", pv_accum="fp32+fp16",
+                       qk_quant_gran="per_thread")),
+    ((12, 0), 128, dict(pv_fp8=True, backend="cuda", pv_accum="fp32+fp16",
+                        qk_quant_gran="per_warp")),
+    ((9, 0), 128, dict(pv_fp8=True, backend="triton", pv_accum="fp32+fp32")),
+    ((9, 0), 64, dict(pv_fp8=False, backend="triton")),
+])
+def test_plan_per_capability(monkeypatch, cc, d, want):
+    monkeypatch.setattr(dispatch, "_capability", lambda device: cc)
+    plan = dispatch.default_plan(CUDA, d)
+    for key, value in want.items():
+        assert getattr(plan, key) == value, (cc, d, plan)
+
+
+def test_older_gpus_are_refused_with_a_reason(monkeypatch):
+    monkeypatch.setattr(dispatch, "_capability", lambda device: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    with pytest.raises(ValueError, match="sm_75.*scaled_dot_product_attention"):
+        dispatch.default_plan(CUDA, 128)
+
+
+@pytest.mark.parametrize("pv_fp8,accum,want", [
+    (False, "fp32", 0), (False, "fp16+fp32", 1), (False, "fp16", 1),
+    (True, "fp32", 2), (True, "fp32+fp32", 3)])
+def test_pv_modes(pv_fp8, accum, want):
+    assert cuda_forward.pv_mode(pv_fp8, accum) == want
+
+
+def test_fp16_accumulating_fp8_mode_needs_the_build(monkeypatch):
+    from sageattention import ops
+
+    monkeypatch.setattr(ops, "fp8_f16_accum_compiled", lambda: True)
+    assert cuda_forward.pv_mode(True, "fp32+fp16") == 4
+    monkeypatch.setattr(ops, "fp8_f16_accum_compiled", lambda: False)
+    with pytest.warns(UserWarning, match="nvcc < 12.8"):
+        assert cuda_forward.pv_mode(True, "fp32+fp16") == 3
+
+
+def _reason(q, k=None, v=None, **kw):
+    k = q if k is None else k
+    v = k if v is None else v
+    args = dict(attn_mask=None, qk_quant_gran="per_thread", pv_fp8=False, tensor_layout="HND")
+    args.update(kw)
+    return cuda_forward.unsupported_reason(q, k, v, **args)
+
+
+def test_cuda_path_declines_what_only_triton_implements():
+    q = torch.zeros(1, 2, 8, 64, dtype=torch.float16)
+    assert "CUDA device" in _reason(q)  # CPU tensors never reach the compiled kernels
+    from torch._subclasses.fake_tensor import FakeTensorMode  # CUDA tensors without a GPU
+
+    with FakeTensorMode():
+        q = torch.empty(1, 2, 8, 64, dtype=torch.float16, device="cuda")
+        assert "float16/bfloat16" in _reason(q.float())
+        assert "attn_mask" in _reason(q, attn_mask=q)
+        assert "per_block" in _reason(q, qk_quant_gran="per_block")
+        assert "head dim 60" in _reason(torch.empty(1, 2, 8, 60, dtype=torch.float16, device="cuda"))
+        assert "head dim 256" in _reason(torch.empty(1, 2, 8, 256, dtype=torch.float16,
+                                                     device="cuda"))
+        empty_k = torch.empty(1, 2, 0, 64, dtype=torch.float16, device="cuda")
+        assert "no keys" in _reason(q, empty_k)
