@@ -93,3 +93,33 @@ def test_strict_mode_raises_on_every_call(monkeypatch):
     for _ in range(2):
         with pytest.raises(RuntimeError, match="cannot be used"):
             ops.load(BUILT)
+
+
+def test_fp8_unit_failure_is_reported_and_the_rest_still_loads(monkeypatch):
+    import types
+
+    monkeypatch.setattr(ops.torch, "__version__", "2.8.0+cu129")
+    monkeypatch.setattr(ops.torch.version, "cuda", "12.9")
+    monkeypatch.setattr(ops, "_register_fakes", lambda: None)
+    info = ops.BuildInfo(**{**BUILT.__dict__, "optional_paths": {"fp8_archs": ("8.9", "9.0")}})
+    base = types.ModuleType("sageattention._C")
+
+    def importer(name):
+        if name == ops.FP8_MODULE:
+            raise ImportError("DLL load failed while importing _C_fp8")
+        return base
+
+    with pytest.warns(RuntimeWarning, match="FP8 unit failed to load"):
+        assert ops.load(info, importer=importer) is base
+    assert ops._state.fp8_module is None
+
+
+def test_fp8_unit_archs_come_from_the_build(monkeypatch):
+    monkeypatch.setattr(ops, "usable_on", lambda device: True)
+    monkeypatch.setattr(ops, "_device_index", lambda device: 0)
+    monkeypatch.setattr(ops, "build_info", lambda: ops.BuildInfo(
+        version="x", optional_paths={"fp8_archs": ("8.9", "9.0")}))
+    ops._state.fp8_module = object()
+    for cc, want in (((8, 9), True), ((9, 0), True), ((12, 0), False), ((8, 6), False)):
+        monkeypatch.setattr(ops.torch.cuda, "get_device_capability", lambda i, cc=cc: cc)
+        assert ops.fp8_usable_on(ops.torch.device("cuda", 0)) is want, cc
