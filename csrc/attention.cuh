@@ -30,6 +30,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <cfloat>
+#include <climits>
 #include <type_traits>
 
 #include "ptx.cuh"
@@ -135,8 +136,18 @@ __device__ __forceinline__ void load_v_tile(const AttnParams& p, int8_t* smem, i
   }
 }
 
+// Blocks per SM the register allocation must allow (ptxas caps registers to fit them).
+#ifndef SAGE_MIN_BLOCKS_64
+#define SAGE_MIN_BLOCKS_64 1
+#endif
+#ifndef SAGE_MIN_BLOCKS_128
+#define SAGE_MIN_BLOCKS_128 1
+#endif
+template <int D_PAD>
+constexpr int kMinBlocks = D_PAD == 64 ? SAGE_MIN_BLOCKS_64 : SAGE_MIN_BLOCKS_128;
+
 template <int D_PAD, bool CAUSAL, int PV, typename VT>
-__global__ void __launch_bounds__(kWarps * 32)
+__global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
     attention_kernel(const AttnParams p) {
   using L = SmemLayout<D_PAD, PV>;
   constexpr int MT = kMTiles<D_PAD>;  // m16 tiles per warp
@@ -205,13 +216,12 @@ __global__ void __launch_bounds__(kWarps * 32)
     ptx::cp_async_commit();
 
     // S = Q8 · K8ᵀ (int32), 8 tiles of 8 keys; each K fragment feeds all MT row tiles.
-    float s[MT][8][4];
+    int acc[MT][8][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0;
     {
-      int acc[MT][8][4];
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int j = 0; j < 8; ++j) acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0;
       const int8_t* ks = k_smem + stage * L::k_tile;
 #pragma unroll
       for (int kc = 0; kc < KC; ++kc) {
@@ -228,21 +238,24 @@ __global__ void __launch_bounds__(kWarps * 32)
           }
         }
       }
-      // Dequantize. |acc| <= 127 * 127 * 256 < 2^22, so acc + 1.5 * 2^23 read as a float is
-      // exactly 1.5 * 2^23 + acc: an integer add and one FMA instead of the quarter-rate I2F.
-      const float sc = q_scale * (p.per_thread ? k_scale[tile * 4 + t] : k_scale[tile]);
-      const float bias = -12582912.f * sc;
+    }
+    // The score is acc * sc. The scale's sign is that of sm_scale (K's scales are positive), the
+    // same for the whole call: for a negative one acc and sc are negated, so that the row max
+    // can be taken on the integers (full-rate integer max instead of a float max per score).
+    float sc = q_scale * (p.per_thread ? k_scale[tile * 4 + t] : k_scale[tile]);
+    if (sc < 0.f) {
+      sc = -sc;
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
         for (int j = 0; j < 8; ++j)
 #pragma unroll
-          for (int e = 0; e < 4; ++e)
-            s[mt][j][e] = fmaf(__int_as_float(acc[mt][j][e] + 0x4B400000), sc, bias);
+          for (int e = 0; e < 4; ++e) acc[mt][j][e] = -acc[mt][j][e];
     }
-    // Mask keys past Nk and, causally, keys after the row.
+    // Mask keys past Nk and, causally, keys after the row (INT_MIN never wins the max).
     const int key0 = tile * kCtaK;
-    if (key0 + kCtaK > p.Nk || (CAUSAL && key0 + kCtaK - 1 > q0)) {
+    const bool masked_tile = key0 + kCtaK > p.Nk || (CAUSAL && key0 + kCtaK - 1 > q0);
+    if (masked_tile) {
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -251,37 +264,58 @@ __global__ void __launch_bounds__(kWarps * 32)
           for (int e = 0; e < 4; ++e) {
             const int key = key0 + 8 * j + 2 * t + (e & 1);
             const int row = q0 + 16 * mt + g + 8 * (e >> 1);
-            if (key >= p.Nk || (CAUSAL && key > row)) s[mt][j][e] = -INFINITY;
+            if (key >= p.Nk || (CAUSAL && key > row)) acc[mt][j][e] = INT_MIN;
           }
     }
     // Online softmax (base 2). Reductions are trees: with two warps per scheduler, serial
     // chains of dependent max/add would leave the pipes idle (ncu: fixed-latency stalls).
-    // P leaves as the packed A fragments of the P·V MMA, so the fp32 scores die here.
+    // |acc| <= 127 * 127 * 256 < 2^22, so acc + 1.5 * 2^23 read as a float is exactly
+    // 1.5 * 2^23 + acc, and one FMA gives the exponent acc * sc - m (no quarter-rate I2F, no
+    // separate subtraction). P leaves as the packed A fragments of the P·V MMA.
     constexpr int kPackedP = is_fp8(PV) ? 8 : 16;  // registers of packed P per m16 tile
     uint32_t pa[MT][kPackedP];
+    float s[MT][8][4];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
       float m_use[2], alpha[2];
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        float mx[8];
+        int mx[8];
 #pragma unroll
-        for (int j = 0; j < 8; ++j) mx[j] = fmaxf(s[mt][j][2 * r], s[mt][j][2 * r + 1]);
+        for (int j = 0; j < 8; ++j) mx[j] = max(acc[mt][j][2 * r], acc[mt][j][2 * r + 1]);
 #pragma unroll
         for (int w = 4; w > 0; w /= 2)
 #pragma unroll
-          for (int j = 0; j < w; ++j) mx[j] = fmaxf(mx[j], mx[j + w]);
-        float row_max = fmaxf(mx[0], __shfl_xor_sync(0xffffffffu, mx[0], 1));
-        row_max = fmaxf(row_max, __shfl_xor_sync(0xffffffffu, row_max, 2));
-        const float m_new = fmaxf(m[mt][r], row_max);
+          for (int j = 0; j < w; ++j) mx[j] = max(mx[j], mx[j + w]);
+        int row_max = max(mx[0], __shfl_xor_sync(0xffffffffu, mx[0], 1));
+        row_max = max(row_max, __shfl_xor_sync(0xffffffffu, row_max, 2));
+        const float tile_max = row_max == INT_MIN ? -INFINITY : static_cast<float>(row_max) * sc;
+        const float m_new = fmaxf(m[mt][r], tile_max);
         m_use[r] = m_new == -INFINITY ? 0.f : m_new;  // no key seen yet: keep everything zero
         alpha[r] = ptx::fast_exp2(m[mt][r] - m_use[r]);
         m[mt][r] = m_new;
       }
+      const float offset[2] = {-12582912.f * sc - m_use[0], -12582912.f * sc - m_use[1]};
+      // Two copies of the loop so that the integer scores die as the probabilities appear
+      // (a separate masking pass would keep both alive: spills at D=128).
+      if (masked_tile) {
 #pragma unroll
-      for (int j = 0; j < 8; ++j)
+        for (int j = 0; j < 8; ++j)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) s[mt][j][e] = ptx::fast_exp2(s[mt][j][e] - m_use[e >> 1]);
+          for (int e = 0; e < 4; ++e) {
+            const unsigned biased = static_cast<unsigned>(acc[mt][j][e]) + 0x4B400000u;
+            const float x = fmaf(__uint_as_float(biased), sc, offset[e >> 1]);
+            s[mt][j][e] = ptx::fast_exp2(acc[mt][j][e] == INT_MIN ? -INFINITY : x);
+          }
+      } else {
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const unsigned biased = static_cast<unsigned>(acc[mt][j][e]) + 0x4B400000u;
+            s[mt][j][e] = ptx::fast_exp2(fmaf(__uint_as_float(biased), sc, offset[e >> 1]));
+          }
+      }
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         float sum[8];
