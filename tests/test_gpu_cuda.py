@@ -295,3 +295,17 @@ def test_compiled_ops_trace_under_fake_tensors():
             smooth_v=False, qk_quant_gran="per_thread", pv_fp8=False, pv_accum="fp32",
             return_lse=True)
     assert out.shape == q.shape and lse.shape == (2, 4, 100)
+
+
+@pytest.mark.parametrize("sm_scale", [-0.1, 0.0, 0.3])
+@pytest.mark.parametrize("causal", [False, True])
+def test_any_sign_of_sm_scale(seed, spy, sm_scale, causal):
+    # The kernel takes the row max on the integer scores, negating them for a negative scale.
+    q, k, v = make_qkv(1, 4, 2, 300, 260, 64, device="cuda")
+    exact = reference.attention_fp64(q, k, v, is_causal=causal, sm_scale=sm_scale)
+    _check(sa.sageattn_qk_int8_pv_fp16_cuda(q, k, v, is_causal=causal, sm_scale=sm_scale),
+           exact, False, q.dtype, what=f"sm_scale={sm_scale}")
+    if _fp8():
+        _check(sa.sageattn_qk_int8_pv_fp8_cuda(q, k, v, is_causal=causal, sm_scale=sm_scale),
+               exact, True, q.dtype, what=f"fp8 sm_scale={sm_scale}")
+    assert spy[0] is False and len(spy) == (2 if _fp8() else 1)
