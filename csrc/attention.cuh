@@ -137,8 +137,10 @@ __device__ __forceinline__ void load_v_tile(const AttnParams& p, int8_t* smem, i
 }
 
 // Blocks per SM the register allocation must allow (ptxas caps registers to fit them).
+// D=64: capping registers at 168 for 3 blocks per SM costs ~128 bytes of spills and still
+// gains 6-12% (docs/perf-notes.md); D=128 needs its 255.
 #ifndef SAGE_MIN_BLOCKS_64
-#define SAGE_MIN_BLOCKS_64 1
+#define SAGE_MIN_BLOCKS_64 3
 #endif
 #ifndef SAGE_MIN_BLOCKS_128
 #define SAGE_MIN_BLOCKS_128 1
@@ -287,10 +289,12 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
         for (int w = 4; w > 0; w /= 2)
 #pragma unroll
           for (int j = 0; j < w; ++j) mx[j] = max(mx[j], mx[j + w]);
-        int row_max = max(mx[0], __shfl_xor_sync(0xffffffffu, mx[0], 1));
-        row_max = max(row_max, __shfl_xor_sync(0xffffffffu, row_max, 2));
-        const float tile_max = row_max == INT_MIN ? -INFINITY : static_cast<float>(row_max) * sc;
-        const float m_new = fmaxf(m[mt][r], tile_max);
+        // The 4 threads of a row hold columns with different K scales (per_thread): reduce
+        // across them in floats.
+        float row_max = mx[0] == INT_MIN ? -INFINITY : static_cast<float>(mx[0]) * sc;
+        row_max = fmaxf(row_max, __shfl_xor_sync(0xffffffffu, row_max, 1));
+        row_max = fmaxf(row_max, __shfl_xor_sync(0xffffffffu, row_max, 2));
+        const float m_new = fmaxf(m[mt][r], row_max);
         m_use[r] = m_new == -INFINITY ? 0.f : m_new;  // no key seen yet: keep everything zero
         alpha[r] = ptx::fast_exp2(m[mt][r] - m_use[r]);
         m[mt][r] = m_new;
