@@ -34,7 +34,19 @@ def read_version():
     return m.group(1)
 
 
-VERSION = read_version()
+def _with_local_version(version):
+    """The version plus SAGEATTENTION_LOCAL_VERSION (set by scripts/build_wheel.py to the row's
+    cu{XYZ}torch{X.Y.Z} so the wheel is named as shared/DESIGN.md says)."""
+    local = os.environ.get("SAGEATTENTION_LOCAL_VERSION", "").strip()
+    if not local:
+        return version
+    if not re.fullmatch(r"[a-z0-9]+(\.[a-z0-9]+)*", local):
+        raise SystemExit(f"SAGEATTENTION_LOCAL_VERSION={local!r} is not a PEP 440 local version "
+                         "(lowercase letters, digits and dots, e.g. cu129torch2.8.0)")
+    return f"{version}+{local}"
+
+
+VERSION = _with_local_version(read_version())
 
 
 def _say(msg):

@@ -1,0 +1,226 @@
+"""Build the wheel of one build_matrix.yaml row (or of this machine's environment).
+
+    python scripts/build_wheel.py --row ID [--dry-run] [--out wheelhouse] [--archs "8.0"]
+    python scripts/build_wheel.py --host [--dry-run] [--out wheelhouse] [--archs "8.0"]
+
+The plan (environment, commands, expected wheel name) is printed first; `--dry-run` stops
+there, so the plan of any row (Windows rows too) can be inspected on any machine. A real build
+refuses a row whose toolchain does not match this machine (platform, torch version and CUDA
+variant, nvcc version) and says what is installed and what the row needs. The wheel is built
+against the installed torch (`pip wheel --no-build-isolation`: pip never touches torch), named
+`sageattention-{version}+{local}-{tags}.whl` as shared/DESIGN.md says, and its tags checked.
+Repair (auditwheel / delvewheel) and the full inspection (scripts/check_wheel.py) are the next
+steps of the pipeline and not done here yet.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform as platform_mod
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import matrix  # noqa: E402
+
+ROOT = matrix.ROOT
+GIB = 1024 ** 3
+GIB_PER_JOB = 4  # one nvcc job with --threads 2 peaks near 3-4 GiB on the attention units
+
+
+@dataclass
+class Plan:
+    row: matrix.Row
+    env: dict
+    commands: list
+    wheel: str  # the final name (after repair: manylinux on Linux)
+    built: str  # the name pip gives it (linux_x86_64 on Linux before auditwheel)
+    out: Path
+
+    def render(self) -> str:
+        lines = [f"row {self.row.id} ({self.row.platform}, torch {self.row.torch} {self.row.cuda}, "
+                 f"toolkit {self.row.toolkit}, abi {self.row.abi})", "environment:"]
+        lines += [f"  {k}={v}" for k, v in self.env.items()]
+        lines.append("commands:")
+        lines += [f"  {' '.join(cmd)}" for cmd in self.commands]
+        lines.append(f"built wheel: {self.out / self.built}")
+        if self.built != self.wheel:
+            lines.append(f"after repair: {self.wheel}")
+        return "\n".join(lines)
+
+
+def parallelism(cores: int | None = None, mem_bytes: int | None = None) -> tuple:
+    """(MAX_JOBS, NVCC_THREADS) from the cores and memory of the build machine."""
+    cores = cores or os.cpu_count() or 1
+    if mem_bytes is None:
+        try:
+            mem_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):  # Windows: no sysconf
+            mem_bytes = 8 * GIB
+    jobs = max(1, min(cores, mem_bytes // (GIB_PER_JOB * GIB)))
+    threads = max(1, min(4, cores // jobs))
+    return int(jobs), int(threads)
+
+
+def make_plan(row: matrix.Row, out: Path, python: str = sys.executable, archs=None,
+              cores=None, mem_bytes=None) -> Plan:
+    jobs, threads = parallelism(cores, mem_bytes)
+    env = {
+        "TORCH_CUDA_ARCH_LIST": " ".join(archs or row.archs),
+        "MAX_JOBS": str(jobs),
+        "NVCC_THREADS": str(threads),
+        "SAGEATTENTION_LOCAL_VERSION": row.local_version,
+    }
+    if row.platform == "windows":
+        # torch 2.10's cpp_extension refuses an active MSVC developer prompt without it.
+        env["DISTUTILS_USE_SDK"] = "1"
+    version = matrix.package_version()
+    wheel = row.wheel_names(version)[0]
+    built = wheel.replace(matrix.PLATFORM_TAG["linux"], "linux_x86_64")
+    commands = [[python, "-m", "pip", "wheel", str(ROOT), "--no-build-isolation", "--no-deps",
+                 "-w", str(out)]]
+    return Plan(row=row, env=env, commands=commands, wheel=wheel, built=built, out=out)
+
+
+def host_row(rules: dict, nvcc_version: str | None) -> matrix.Row:
+    """The row this machine can build: its platform, torch, CUDA variant and nvcc."""
+    import torch
+
+    if not torch.version.cuda:
+        raise SystemExit(f"torch {torch.__version__} has no CUDA support: no host row to build")
+    if nvcc_version is None:
+        raise SystemExit("no nvcc found (PATH, CUDA_HOME): no host row to build")
+    torch_v = re.match(r"\d+\.\d+\.\d+", torch.__version__).group(0)
+    minor = ".".join(torch_v.split(".")[:2])
+    known = rules["torch"].get(minor)
+    if known is None:
+        raise SystemExit(f"torch {minor} has no entry in scripts/compat_rules.yaml; add one")
+    plat = "windows" if os.name == "nt" else "linux"
+    series = known["triton_series"]
+    nxt = f"{series.split('.')[0]}.{int(series.split('.')[1]) + 1}"
+    triton = (f"triton-windows<{nxt}" if plat == "windows" else f"triton=={series}.*")
+    cuda = "cu" + torch.version.cuda.replace(".", "")
+    raw = {"id": f"host-{plat}-torch{torch_v}-{cuda}", "platform": plat, "python": "abi3",
+           "python_min": known["limited_api_min"], "torch": torch_v, "cuda": cuda,
+           "toolkit": nvcc_version, "triton": triton,
+           "abi": "abi3" if tuple(map(int, minor.split("."))) >= (2, 6) else "cpython"}
+    if raw["abi"] == "cpython":
+        raw["python"] = [f"cp3{sys.version_info.minor}"]
+    row, problems = matrix._check_row(raw["id"], raw, {}, 0, rules)
+    if problems:
+        raise SystemExit("this machine's environment is not a valid row:\n" +
+                         "\n".join(p.message for p in problems))
+    return row
+
+
+def nvcc_version() -> str | None:
+    nvcc = shutil.which("nvcc")
+    if nvcc is None and os.environ.get("CUDA_HOME"):
+        cand = Path(os.environ["CUDA_HOME"]) / "bin" / ("nvcc.exe" if os.name == "nt" else "nvcc")
+        nvcc = str(cand) if cand.exists() else None
+    if nvcc is None:
+        return None
+    out = subprocess.run([nvcc, "--version"], stdout=subprocess.PIPE, text=True, check=False).stdout
+    m = re.search(r"release (\d+\.\d+)", out)
+    return m.group(1) if m else None
+
+
+def toolchain_mismatch(row: matrix.Row, have_platform: str, have_torch: str,
+                       have_cuda: str | None, have_nvcc: str | None) -> list:
+    """Why this machine cannot build the row (empty: it can)."""
+    from packaging.version import Version
+
+    why = []
+    if have_platform != row.platform:
+        why.append(f"the row is for {row.platform}, this machine runs {have_platform}")
+    base = re.match(r"\d+\.\d+\.\d+", have_torch)
+    if base is None or base.group(0) != row.torch:
+        why.append(f"the row needs torch {row.torch}, installed is {have_torch}")
+    variant = "cu" + have_cuda.replace(".", "") if have_cuda else "cpu"
+    if variant != row.cuda:
+        why.append(f"the row needs a {row.cuda} torch, installed is {variant}")
+    if have_nvcc is None:
+        why.append(f"the row needs CUDA toolkit {row.toolkit}, no nvcc found")
+    else:
+        want = Version(row.toolkit)
+        got = Version(have_nvcc)
+        if (got.major, got.minor) != (want.major, want.minor):
+            why.append(f"the row needs CUDA toolkit {want.major}.{want.minor}, nvcc is {have_nvcc}")
+    return why
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    which = ap.add_mutually_exclusive_group(required=True)
+    which.add_argument("--row", help="id of a build_matrix.yaml row")
+    which.add_argument("--host", action="store_true", help="the row of this machine")
+    ap.add_argument("--matrix", type=Path, default=matrix.MATRIX)
+    ap.add_argument("--out", type=Path, default=ROOT / "wheelhouse")
+    ap.add_argument("--archs", help="override the row's GPU archs (e.g. \"8.0\" in CI)")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan only")
+    args = ap.parse_args(argv)
+    rules = matrix.load_rules()
+    have_nvcc = nvcc_version()
+    if args.host:
+        row = host_row(rules, have_nvcc)
+    else:
+        rows, problems = matrix.check_rows(matrix.load_yaml(args.matrix), rules)
+        if problems:
+            for p in problems:
+                print(p.render(str(args.matrix)), file=sys.stderr)
+            print(f"fix {args.matrix} first (python scripts/matrix.py check)", file=sys.stderr)
+            return 1
+        found = [r for r in rows if r.id == args.row]
+        if not found:
+            print(f"no row {args.row!r} in {args.matrix}; rows: "
+                  f"{', '.join(r.id for r in rows)}", file=sys.stderr)
+            return 2
+        row = found[0]
+    archs = args.archs.replace(";", " ").split() if args.archs else None
+    plan = make_plan(row, args.out.resolve(), archs=archs)
+    print(plan.render(), flush=True)
+    if args.dry_run:
+        return 0
+    try:
+        import torch
+    except ImportError:
+        print("torch is not installed: install the row's torch first", file=sys.stderr)
+        return 2
+    have_platform = "windows" if os.name == "nt" else "linux"
+    mismatch = toolchain_mismatch(row, have_platform, torch.__version__, torch.version.cuda,
+                                  have_nvcc)
+    if mismatch:
+        print(f"refusing to build row {row.id} here:\n  " + "\n  ".join(mismatch) +
+              f"\n  installed: {platform_mod.system()} {platform_mod.machine()}, torch "
+              f"{torch.__version__}, nvcc {have_nvcc or 'none'}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **plan.env}
+    env.pop("SAGEATTENTION_SKIP_CUDA_BUILD", None)
+    start = time.monotonic()
+    for cmd in plan.commands:
+        print(f"$ {' '.join(cmd)}", flush=True)
+        rc = subprocess.call(cmd, env=env, cwd=ROOT)
+        if rc:
+            print(f"build failed (exit {rc}) for row {row.id}", file=sys.stderr)
+            return rc
+    wheel = plan.out / plan.built
+    if not wheel.exists():
+        made = sorted(p.name for p in plan.out.glob("sageattention-*.whl"))
+        print(f"expected {wheel.name}, the build made: {', '.join(made) or 'nothing'}",
+              file=sys.stderr)
+        return 1
+    took = time.monotonic() - start
+    print(f"built {wheel} ({wheel.stat().st_size / 1e6:.1f} MB) in {took:.0f} s for "
+          f"sm {plan.env['TORCH_CUDA_ARCH_LIST']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

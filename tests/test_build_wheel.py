@@ -1,0 +1,80 @@
+"""scripts/build_wheel.py: plans for every row (Windows ones too) and the toolchain refusal.
+The real build of the host row runs in tests/test_build_wheel_host.py."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import build_wheel  # noqa: E402
+import matrix  # noqa: E402
+
+
+def _rows():
+    rows, problems = matrix.check_rows(matrix.load_yaml(matrix.MATRIX), matrix.load_rules())
+    assert not problems
+    return rows
+
+
+@pytest.mark.parametrize("row", _rows(), ids=lambda r: r.id)
+def test_dry_run_plan_of_every_row(row, tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_wheel.py"), "--row",
+                           row.id, "--dry-run", "--out", str(tmp_path)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert f"TORCH_CUDA_ARCH_LIST={' '.join(row.archs)}" in out
+    assert f"SAGEATTENTION_LOCAL_VERSION={row.local_version}" in out
+    assert ("DISTUTILS_USE_SDK=1" in out) == (row.platform == "windows")
+    assert "--no-build-isolation" in out  # built against the installed torch, never replacing it
+    name = row.wheel_names(matrix.package_version())[0]
+    assert name in out
+    if row.platform == "windows":
+        assert name.endswith("-win_amd64.whl")
+
+
+def test_parallelism_follows_cores_and_memory():
+    gib = 1024 ** 3
+    assert build_wheel.parallelism(16, 128 * gib) == (16, 1)
+    assert build_wheel.parallelism(16, 24 * gib) == (6, 2)
+    assert build_wheel.parallelism(2, 24 * gib) == (2, 1)
+    assert build_wheel.parallelism(8, 2 * gib) == (1, 4)
+
+
+def test_mismatched_toolchain_is_refused_with_both_sides():
+    row = next(r for r in _rows() if r.id == "win-torch2.8.0-cu129")
+    why = build_wheel.toolchain_mismatch(row, "linux", "2.14.1+cu130", "13.0", "13.0")
+    text = "\n".join(why)
+    for part in ("row is for windows, this machine runs linux", "needs torch 2.8.0, installed is 2.14.1",
+                 "needs a cu129 torch, installed is cu130", "needs CUDA toolkit 12.9, nvcc is 13.0"):
+        assert part in text, part
+    host = next(r for r in _rows() if r.id == "linux-torch2.14.1-cu130")
+    assert build_wheel.toolchain_mismatch(host, "linux", "2.14.1+cu130", "13.0", "13.0") == []
+    assert build_wheel.toolchain_mismatch(host, "linux", "2.14.1+cu130", "13.0", None)
+
+
+def test_unknown_row_and_broken_matrix_are_errors(tmp_path):
+    script = str(ROOT / "scripts" / "build_wheel.py")
+    proc = subprocess.run([sys.executable, script, "--row", "nope", "--dry-run"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.returncode == 2 and "no row 'nope'" in proc.stderr
+    proc = subprocess.run([sys.executable, script, "--row", "win-seed", "--dry-run", "--matrix",
+                           str(ROOT / "tests" / "data" / "broken_matrix.yaml")],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.returncode == 1 and "fix " in proc.stderr
+
+
+def test_local_version_is_validated_by_setup(tmp_path):
+    env = {"SAGEATTENTION_LOCAL_VERSION": "cu129torch2.8.0", "SAGEATTENTION_SKIP_CUDA_BUILD": "1"}
+    proc = subprocess.run([sys.executable, "setup.py", "--version"], cwd=ROOT, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          env={**__import__("os").environ, **env})
+    assert proc.stdout.strip().splitlines()[-1].endswith("+cu129torch2.8.0"), proc.stdout
+    env["SAGEATTENTION_LOCAL_VERSION"] = "CU 129"
+    proc = subprocess.run([sys.executable, "setup.py", "--version"], cwd=ROOT, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          env={**__import__("os").environ, **env})
+    assert proc.returncode != 0 and "not a PEP 440 local version" in proc.stdout

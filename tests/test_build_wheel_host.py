@@ -1,0 +1,83 @@
+"""End to end on this machine: build the host row's wheel for real (one arch), check its name,
+tags and contents, install it into a fresh venv and load the op library without a GPU.
+
+Skipped without nvcc or a CUDA build of torch; SAGEATTENTION_SKIP_BUILD_TEST=1 skips it.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("nvcc") is None or torch.version.cuda is None
+    or os.environ.get("SAGEATTENTION_SKIP_BUILD_TEST", "0") not in ("", "0"),
+    reason="needs nvcc and a CUDA build of torch (or SAGEATTENTION_SKIP_BUILD_TEST=1)")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    src = tmp_path_factory.mktemp("wheel") / "repo"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", ".orig", ".whl", "__pycache__", "*.so",
+        "_build_info.py", ".pytest_cache", "wheelhouse"))
+    out = src / "wheelhouse"
+    env = dict(os.environ, MAX_JOBS=os.environ.get("MAX_JOBS", "2"))
+    proc = subprocess.run([sys.executable, "scripts/build_wheel.py", "--host", "--archs", "8.0",
+                           "--out", str(out)], cwd=src, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "built " in proc.stdout and "for sm 8.0" in proc.stdout
+    wheels = list(out.glob("sageattention-*.whl"))
+    assert len(wheels) == 1, wheels
+    return wheels[0]
+
+
+def test_name_tags_and_contents(wheel):
+    from packaging.utils import parse_wheel_filename
+
+    cuda = "cu" + torch.version.cuda.replace(".", "")
+    base = torch.__version__.split("+")[0]
+    name, version, _, tags = parse_wheel_filename(wheel.name)
+    assert version.local == f"{cuda}torch{base}"
+    assert {(t.interpreter, t.abi) for t in tags} <= {("cp39", "abi3"), ("cp310", "abi3")}
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        assert any(n.startswith("sageattention/_C.") and n.endswith(".abi3.so") for n in names)
+        assert not any("_C_fp8" in n for n in names)  # sm_80 only: no FP8 unit
+        meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
+        metadata = z.read(meta).decode()
+        info = z.read("sageattention/_build_info.py").decode()
+    assert f"Version: {version}" in metadata
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    assert not any("torch" in r or "triton" in r for r in requires), requires
+    assert "COMPILED_EXTENSION = True" in info and "CUDA_ARCHS = ('8.0',)" in info
+
+
+def test_installs_into_a_fresh_venv_and_loads(wheel, tmp_path):
+    venv = tmp_path / "venv"
+    # System site packages provide torch; the wheel itself goes into the fresh venv only.
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    proc = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.returncode == 0, proc.stdout
+    code = """
+import sageattention, torch
+from sageattention import ops
+assert 'venv' in sageattention.__file__, sageattention.__file__
+assert ops.load() is not None, ops._state.reason
+print(torch.ops.sageattention_C.attn_int8_fp16.default._schema)
+print('version', sageattention.__version__)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([str(py), "-c", code], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    assert proc.returncode == 0, proc.stdout
+    assert "sageattention_C::attn_int8_fp16" in proc.stdout
