@@ -81,3 +81,33 @@ print('version', sageattention.__version__)
                           stderr=subprocess.STDOUT, text=True)
     assert proc.returncode == 0, proc.stdout
     assert "sageattention_C::attn_int8_fp16" in proc.stdout
+
+
+def _check_wheel(*args):
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "check_wheel.py"), *args],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_check_wheel_accepts_the_host_wheel(wheel):
+    proc = _check_wheel(str(wheel), "--host", "--archs", "8.0")
+    assert proc.returncode == 0, proc.stdout
+    assert proc.stdout.strip().endswith(": ok")
+
+
+def test_check_wheel_names_every_mismatch_with_another_row(wheel):
+    proc = _check_wheel(str(wheel), "--row", "win-torch2.8.0-cu129")
+    assert proc.returncode == 1
+    for part in ("local version", "tags", "platform", "built against torch", "sm 8.0"):
+        assert part in proc.stdout, part
+
+
+def test_check_wheel_catches_a_file_changed_after_the_build(wheel, tmp_path):
+    tampered = tmp_path / wheel.name
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "sageattention/core.py":
+                data += b"\n# changed\n"
+            dst.writestr(item, data)
+    proc = _check_wheel(str(tampered))
+    assert proc.returncode == 1 and "RECORD hash mismatch for sageattention/core.py" in proc.stdout

@@ -1,0 +1,202 @@
+"""Inspect a built wheel: name and tags, METADATA, RECORD hashes, _build_info, linked libraries.
+
+    python scripts/check_wheel.py WHEEL [--row ID | --host] [--archs "8.0"]
+
+Exit status 1 with one line per problem, 0 when the wheel is sound. With a row, the tags,
+local version, torch/CUDA and GPU archs recorded in the wheel must be the row's (--archs
+overrides the row's archs, as in `build_wheel.py --archs`). Linked libraries: ELF NEEDED
+entries of every .so (readelf) must not include libpython or libtorch_python (abi3, no
+pybind11). Not checked yet: cubins per arch (cuobjdump), PE imports of .pyd files, abi3audit.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import base64
+import csv
+import hashlib
+import io
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from email.parser import Parser
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+from packaging.version import Version
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import matrix  # noqa: E402
+
+FORBIDDEN_NEEDED = ("libpython", "libtorch_python")
+# Requirements that could make pip replace or upgrade the user's torch (or its Triton).
+FORBIDDEN_REQUIRES = ("torch", "triton", "triton-windows")
+
+
+def record_problems(z: zipfile.ZipFile, record_name: str) -> list:
+    problems = []
+    rows = list(csv.reader(io.StringIO(z.read(record_name).decode())))
+    listed = {row[0] for row in rows if row}
+    for row in rows:
+        if not row or row[0] == record_name:
+            continue
+        path, digest, size = row[0], row[1], row[2]
+        if path not in z.namelist():
+            problems.append(f"RECORD lists {path}, which is not in the wheel")
+            continue
+        data = z.read(path)
+        algo, _, want = digest.partition("=")
+        got = base64.urlsafe_b64encode(hashlib.new(algo, data).digest()).rstrip(b"=").decode()
+        if got != want:
+            problems.append(f"RECORD hash mismatch for {path}: the file was changed after build")
+        if size and int(size) != len(data):
+            problems.append(f"RECORD size mismatch for {path}")
+    for name in z.namelist():
+        if name not in listed and not name.endswith("/"):
+            problems.append(f"{name} is in the wheel but not in RECORD")
+    return problems
+
+
+def needed_libraries(data: bytes) -> list | None:
+    """ELF NEEDED entries (readelf), or None where readelf is missing."""
+    readelf = shutil.which("readelf")
+    if readelf is None:
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".so") as f:
+        f.write(data)
+        f.flush()
+        out = subprocess.run([readelf, "-d", f.name], stdout=subprocess.PIPE, text=True,
+                             check=False).stdout
+    return re.findall(r"\(NEEDED\).*\[(.+?)\]", out)
+
+
+def check(wheel: Path, row: matrix.Row | None, archs: list | None) -> tuple:
+    """(problems, notes) for the wheel."""
+    problems, notes = [], []
+    try:
+        name, version, _build, tags = parse_wheel_filename(wheel.name)
+    except InvalidWheelFilename as exc:
+        return [f"not a valid wheel file name: {exc}"], notes
+    if name != "sageattention":
+        problems.append(f"distribution name is {name}, not sageattention")
+    if version < Version("2.1.1"):
+        problems.append(f"version {version} < 2.1.1 (diffusers requires >= 2.1.1)")
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        dist_info = f"{name}-{version}.dist-info"
+        meta_name = next((n for n in names if n.endswith(".dist-info/METADATA")), None)
+        record_name = next((n for n in names if n.endswith(".dist-info/RECORD")), None)
+        if meta_name is None or record_name is None:
+            return problems + ["no METADATA or RECORD in .dist-info"], notes
+        if not meta_name.startswith(dist_info.split("+")[0]):
+            notes.append(f"dist-info folder {meta_name.split('/')[0]}")
+        meta = Parser().parsestr(z.read(meta_name).decode())
+        if meta["Name"] != "sageattention":
+            problems.append(f"METADATA Name is {meta['Name']}")
+        if Version(meta["Version"]) != version:
+            problems.append(f"METADATA Version {meta['Version']} differs from the file name's "
+                            f"{version}")
+        if not meta.get("Requires-Python"):
+            problems.append("METADATA has no Requires-Python")
+        for req in meta.get_all("Requires-Dist") or []:
+            r = Requirement(req)
+            if r.name.lower() in FORBIDDEN_REQUIRES and (r.marker is None
+                                                         or "extra" not in str(r.marker)):
+                problems.append(f"METADATA requires {req}: pip could replace the user's "
+                                f"{r.name}; drop it")
+        problems += record_problems(z, record_name)
+        info_src = z.read("sageattention/_build_info.py").decode() \
+            if "sageattention/_build_info.py" in names else None
+        libs = [n for n in names if re.search(r"\.(so|pyd)$", n)]
+        for lib in libs:
+            if lib.endswith(".so"):
+                needed = needed_libraries(z.read(lib))
+                if needed is None:
+                    notes.append("readelf not found: linked libraries not checked")
+                    continue
+                for entry in needed:
+                    if entry.startswith(FORBIDDEN_NEEDED):
+                        problems.append(f"{lib} links {entry}: not abi3-clean (no pybind11 / "
+                                        "libtorch_python allowed)")
+            else:
+                notes.append(f"{lib}: PE imports not checked yet")
+        notes.append("cubins per arch not checked yet (cuobjdump)")
+    info = {}
+    if info_src is None:
+        problems.append("no sageattention/_build_info.py in the wheel")
+    else:
+        for node in ast.parse(info_src).body:
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+                info[node.targets[0].id] = ast.literal_eval(node.value)
+        if libs and not info.get("COMPILED_EXTENSION"):
+            problems.append("_build_info says no compiled extension, but the wheel has one")
+        if not libs:
+            problems.append("no compiled extension in the wheel")
+    if row is not None:
+        if version.local != row.local_version:
+            problems.append(f"local version {version.local} is not the row's {row.local_version}")
+        want = {(py, abi) for py, abi, _ in row.wheel_tags}
+        have = {(t.interpreter, t.abi) for t in tags}
+        if have != want:
+            problems.append(f"tags {sorted(have)} are not the row's {sorted(want)}")
+        plats = {t.platform for t in tags}
+        want_plat = {plat for *_, plat in row.wheel_tags}
+        if plats != want_plat:
+            if row.platform == "linux" and plats == {"linux_x86_64"}:
+                notes.append("linux_x86_64: not repaired to manylinux yet")
+            else:
+                problems.append(f"platform {sorted(plats)} is not the row's {sorted(want_plat)}")
+        if info:
+            if info.get("TORCH_VERSION") != row.torch:
+                problems.append(f"built against torch {info.get('TORCH_VERSION')}, the row "
+                                f"needs {row.torch}")
+            cuda = "cu" + str(info.get("CUDA_VERSION", "")).replace(".", "")
+            if cuda != row.cuda:
+                problems.append(f"built against {cuda}, the row needs {row.cuda}")
+            want_archs = list(archs or row.archs)
+            if list(info.get("CUDA_ARCHS", ())) != want_archs:
+                problems.append(f"compiled for sm {' '.join(info.get('CUDA_ARCHS', ()))}, the "
+                                f"row needs {' '.join(want_archs)}")
+    return problems, notes
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("wheel", type=Path)
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--row", help="a build_matrix.yaml row id")
+    which.add_argument("--host", action="store_true", help="the row of this machine")
+    ap.add_argument("--archs", help="the archs the wheel was built for, if not the row's")
+    ap.add_argument("--matrix", type=Path, default=matrix.MATRIX)
+    args = ap.parse_args(argv)
+    if not args.wheel.is_file():
+        print(f"{args.wheel}: no such file", file=sys.stderr)
+        return 2
+    row = None
+    if args.host:
+        import build_wheel
+
+        row = build_wheel.host_row(matrix.load_rules(), build_wheel.nvcc_version())
+    elif args.row:
+        rows, _ = matrix.check_rows(matrix.load_yaml(args.matrix), matrix.load_rules())
+        row = next((r for r in rows if r.id == args.row), None)
+        if row is None:
+            print(f"no valid row {args.row!r} in {args.matrix}", file=sys.stderr)
+            return 2
+    archs = args.archs.replace(";", " ").split() if args.archs else None
+    problems, notes = check(args.wheel, row, archs)
+    for note in notes:
+        print(f"note: {note}")
+    for problem in problems:
+        print(f"{args.wheel.name}: {problem}")
+    print(f"{args.wheel.name}: {'FAILED, ' + str(len(problems)) + ' problem(s)' if problems else 'ok'}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
