@@ -9,8 +9,8 @@ refuses a row whose toolchain does not match this machine (platform, torch versi
 variant, nvcc version) and says what is installed and what the row needs. The wheel is built
 against the installed torch (`pip wheel --no-build-isolation`: pip never touches torch), named
 `sageattention-{version}+{local}-{tags}.whl` as shared/DESIGN.md says, and its tags checked.
-Repair (auditwheel / delvewheel) and the full inspection (scripts/check_wheel.py) are the next
-steps of the pipeline and not done here yet.
+The built wheel is repaired (auditwheel on Linux to the row's manylinux policy, delvewheel on
+Windows), with torch's and CUDA's libraries excluded; scripts/check_wheel.py inspects it.
 """
 from __future__ import annotations
 
@@ -32,6 +32,10 @@ import matrix  # noqa: E402
 ROOT = matrix.ROOT
 GIB = 1024 ** 3
 GIB_PER_JOB = 4  # one nvcc job with --threads 2 peaks near 3-4 GiB on the attention units
+# Libraries the repair tools must leave to the installed torch (shared/FACTS.md).
+LINUX_EXCLUDES = ("libc10*", "libtorch*", "libcudart.so*", "libcuda.so*")
+WINDOWS_EXCLUDES = ("c10.dll", "c10_cuda.dll", "torch.dll", "torch_cpu.dll", "torch_cuda.dll",
+                    "torch_python.dll", "cudart64_12.dll", "cudart64_13.dll", "nvcuda.dll")
 
 
 @dataclass
@@ -49,9 +53,8 @@ class Plan:
         lines += [f"  {k}={v}" for k, v in self.env.items()]
         lines.append("commands:")
         lines += [f"  {' '.join(cmd)}" for cmd in self.commands]
-        lines.append(f"built wheel: {self.out / self.built}")
-        if self.built != self.wheel:
-            lines.append(f"after repair: {self.wheel}")
+        lines.append(f"built wheel: {self.out / 'unrepaired' / self.built}")
+        lines.append(f"repaired wheel: {self.out / self.wheel}")
         return "\n".join(lines)
 
 
@@ -82,9 +85,19 @@ def make_plan(row: matrix.Row, out: Path, python: str = sys.executable, archs=No
         env["DISTUTILS_USE_SDK"] = "1"
     version = matrix.package_version()
     wheel = row.wheel_names(version)[0]
-    built = wheel.replace(matrix.PLATFORM_TAG["linux"], "linux_x86_64")
+    # pip names a Linux wheel linux_x86_64; auditwheel gives it the manylinux tag.
+    built = wheel.replace(row.platform_tag, "linux_x86_64") if row.platform == "linux" else wheel
+    raw = out / "unrepaired"
     commands = [[python, "-m", "pip", "wheel", str(ROOT), "--no-build-isolation", "--no-deps",
-                 "-w", str(out)]]
+                 "-w", str(raw)]]
+    # Repair: never vendor torch's or CUDA's libraries (they come from the user's torch).
+    if row.platform == "linux":
+        commands.append([python, "-m", "auditwheel", "repair", str(raw / built), "-w", str(out),
+                         "--plat", row.platform_tag, "--only-plat"]
+                        + [arg for lib in LINUX_EXCLUDES for arg in ("--exclude", lib)])
+    else:
+        commands.append([python, "-m", "delvewheel", "repair", str(raw / built), "-w", str(out)]
+                        + [arg for lib in WINDOWS_EXCLUDES for arg in ("--exclude", lib)])
     return Plan(row=row, env=env, commands=commands, wheel=wheel, built=built, out=out)
 
 
@@ -110,6 +123,11 @@ def host_row(rules: dict, nvcc_version: str | None) -> matrix.Row:
            "python_min": known["limited_api_min"], "torch": torch_v, "cuda": cuda,
            "toolkit": nvcc_version, "triton": triton,
            "abi": "abi3" if tuple(map(int, minor.split("."))) >= (2, 6) else "cpython"}
+    if plat == "linux":
+        # Built here, the wheel can claim this machine's glibc (a manylinux image would do better).
+        libc, glibc = platform_mod.libc_ver()
+        if libc == "glibc" and glibc:
+            raw["manylinux"] = glibc.replace(".", "_")
     if raw["abi"] == "cpython":
         raw["python"] = [f"cp3{sys.version_info.minor}"]
     row, problems = matrix._check_row(raw["id"], raw, {}, 0, rules)
@@ -210,7 +228,7 @@ def main(argv=None) -> int:
         if rc:
             print(f"build failed (exit {rc}) for row {row.id}", file=sys.stderr)
             return rc
-    wheel = plan.out / plan.built
+    wheel = plan.out / plan.wheel
     if not wheel.exists():
         made = sorted(p.name for p in plan.out.glob("sageattention-*.whl"))
         print(f"expected {wheel.name}, the build made: {', '.join(made) or 'nothing'}",

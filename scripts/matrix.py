@@ -30,12 +30,12 @@ MATRIX = ROOT / "build_matrix.yaml"
 RULES = Path(__file__).resolve().parent / "compat_rules.yaml"
 
 ROW_KEYS = ("id", "platform", "python", "python_min", "torch", "cuda", "toolkit", "triton", "abi",
-            "archs", "runner", "msvc_toolset")
+            "archs", "runner", "msvc_toolset", "manylinux")
 REQUIRED = ("id", "platform", "python", "torch", "cuda", "toolkit", "triton", "abi")
 PLATFORMS = ("linux", "windows")
 ABIS = ("cpython", "abi3", "stable")
 DEFAULT_RUNNER = {"linux": "ubuntu-22.04", "windows": "windows-2022"}
-PLATFORM_TAG = {"linux": "manylinux_2_28_x86_64", "windows": "win_amd64"}
+DEFAULT_MANYLINUX = "2_28"  # the glibc of the manylinux_2_28 build image CI uses
 
 
 @dataclass
@@ -63,6 +63,7 @@ class Row:
     archs: list
     runner: str
     msvc_toolset: str | None = None
+    manylinux: str = DEFAULT_MANYLINUX
     line: int = 0
     lines: dict = field(default_factory=dict, repr=False)
 
@@ -78,9 +79,13 @@ class Row:
         return f"{self.cuda}torch{torch}"
 
     @property
+    def platform_tag(self) -> str:
+        return "win_amd64" if self.platform == "windows" else f"manylinux_{self.manylinux}_x86_64"
+
+    @property
     def wheel_tags(self) -> list:
         """(python tag, abi tag, platform tag) of each wheel the row produces."""
-        plat = PLATFORM_TAG[self.platform]
+        plat = self.platform_tag
         if self.abi in ("abi3", "stable"):
             return [(self.python_min, "abi3", plat)]
         return [(tag, tag, plat) for tag in self.python]
@@ -316,13 +321,18 @@ def _check_row(row_id: str, m: dict, lines: dict, line: int, rules: dict):
                                     "or a newer toolkit")
     elif m.get("msvc_toolset") is not None:
         bad("msvc_toolset", "msvc_toolset only applies to windows rows; remove it")
+    manylinux = str(m.get("manylinux") or DEFAULT_MANYLINUX)
+    if platform == "windows" and m.get("manylinux") is not None:
+        bad("manylinux", "manylinux only applies to linux rows; remove it")
+    elif not re.fullmatch(r"2_\d+", manylinux):
+        bad("manylinux", f"manylinux must be a glibc policy like 2_28, got {manylinux!r}")
 
     if out:
         return None, out
     return Row(id=row_id, platform=platform, torch=str(m["torch"]), cuda=cuda, toolkit=toolkit,
                triton=str(m["triton"]), abi=abi, python=tags, python_min=python_min,
-               archs=archs, runner=runner, msvc_toolset=m.get("msvc_toolset"), line=line,
-               lines=lines), out
+               archs=archs, runner=runner, msvc_toolset=m.get("msvc_toolset"),
+               manylinux=manylinux, line=line, lines=lines), out
 
 
 def _check_triton(spec: str, platform: str, torch: str, series: str, r: dict, bad) -> None:

@@ -34,6 +34,12 @@ def test_dry_run_plan_of_every_row(row, tmp_path):
     assert name in out
     if row.platform == "windows":
         assert name.endswith("-win_amd64.whl")
+        assert "delvewheel repair" in out and "--exclude torch_cuda.dll" in out
+        assert f"unrepaired/{name}" in out.replace("\\", "/")
+    else:
+        assert name.endswith(f"-manylinux_{row.manylinux}_x86_64.whl")
+        assert "auditwheel repair" in out and "--exclude libtorch*" in out
+        assert f"--plat manylinux_{row.manylinux}_x86_64" in out
 
 
 def test_parallelism_follows_cores_and_memory():

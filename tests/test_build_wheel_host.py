@@ -47,10 +47,12 @@ def test_name_tags_and_contents(wheel):
     name, version, _, tags = parse_wheel_filename(wheel.name)
     assert version.local == f"{cuda}torch{base}"
     assert {(t.interpreter, t.abi) for t in tags} <= {("cp39", "abi3"), ("cp310", "abi3")}
+    assert all(t.platform.startswith("manylinux_2_") for t in tags)  # repaired by auditwheel
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
         assert any(n.startswith("sageattention/_C.") and n.endswith(".abi3.so") for n in names)
         assert not any("_C_fp8" in n for n in names)  # sm_80 only: no FP8 unit
+        assert not any(".libs/" in n for n in names)  # torch / CUDA libraries never vendored
         meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
         metadata = z.read(meta).decode()
         info = z.read("sageattention/_build_info.py").decode()
