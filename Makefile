@@ -14,6 +14,7 @@ VENV        ?= .venv
 TORCH_SPEC  ?= torch==2.14.1
 TRITON_SPEC ?= triton==3.8.0
 PYTEST_ARGS ?=
+ARCHS       ?=
 
 VENV_PY    := $(VENV)/bin/python
 STAMP      := $(VENV)/.sageattention-installed
@@ -43,7 +44,8 @@ $(STAMP): pyproject.toml setup.py $(SPECS_FILE)
 test: venv
 	env -u TRITON_INTERPRET $(VENV_PY) -m pytest -q $(PYTEST_ARGS)
 
+# ARCHS (e.g. "8.0") limits the GPU archs of the wheel build; default: the host row's list.
 run: venv
-	$(VENV_PY) scripts/main_job.py
+	ARCHS="$(ARCHS)" $(VENV_PY) scripts/main_job.py
 
 FORCE:
