@@ -88,8 +88,10 @@ def make_plan(row: matrix.Row, out: Path, python: str = sys.executable, archs=No
     # pip names a Linux wheel linux_x86_64; auditwheel gives it the manylinux tag.
     built = wheel.replace(row.platform_tag, "linux_x86_64") if row.platform == "linux" else wheel
     raw = out / "unrepaired"
-    commands = [[python, "-m", "pip", "wheel", str(ROOT), "--no-build-isolation", "--no-deps",
-                 "-w", str(raw)]]
+    # Built from a staged copy of the sources: build outputs lying in the checkout (an in-place
+    # extension build for other archs, a _build_info.py) must never end up in the wheel.
+    commands = [[python, "-m", "pip", "wheel", str(out / "staged-source"), "--no-build-isolation",
+                 "--no-deps", "-w", str(raw)]]
     # Repair: never vendor torch's or CUDA's libraries (they come from the user's torch).
     if row.platform == "linux":
         commands.append([python, "-m", "auditwheel", "repair", str(raw / built), "-w", str(out),
@@ -99,6 +101,18 @@ def make_plan(row: matrix.Row, out: Path, python: str = sys.executable, archs=No
         commands.append([python, "-m", "delvewheel", "repair", str(raw / built), "-w", str(out)]
                         + [arg for lib in WINDOWS_EXCLUDES for arg in ("--exclude", lib)])
     return Plan(row=row, env=env, commands=commands, wheel=wheel, built=built, out=out)
+
+
+# Never copied into the staged source tree (build outputs, caches, local helpers).
+STAGE_IGNORE = ("*.so", "*.pyd", "_build_info.py", "build", "dist", "*.egg-info", "wheelhouse",
+                ".venv", "venv", ".git", ".orig", ".whl", "__pycache__", ".pytest_cache")
+
+
+def stage_sources(dest: Path) -> None:
+    """A clean copy of the checkout to build from."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(*STAGE_IGNORE))
 
 
 def host_row(rules: dict, nvcc_version: str | None) -> matrix.Row:
@@ -219,6 +233,7 @@ def main(argv=None) -> int:
               f"{torch.__version__}, nvcc {have_nvcc or 'none'}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
+    stage_sources(plan.out / "staged-source")
     env = {**os.environ, **plan.env}
     env.pop("SAGEATTENTION_SKIP_CUDA_BUILD", None)
     start = time.monotonic()

@@ -135,6 +135,15 @@ def check(wheel: Path, row: matrix.Row | None, archs: list | None) -> tuple:
                 info[node.targets[0].id] = ast.literal_eval(node.value)
         if libs and not info.get("COMPILED_EXTENSION"):
             problems.append("_build_info says no compiled extension, but the wheel has one")
+        # Every compiled unit must be one the build recorded (a stray in-place build is not).
+        has_fp8 = any(Path(lib).name.startswith("_C_fp8.") for lib in libs)
+        fp8_archs = tuple(info.get("OPTIONAL_PATHS", {}).get("fp8_archs", ()))
+        if has_fp8 and not fp8_archs:
+            problems.append("the wheel carries _C_fp8 but its build recorded no FP8 archs: a "
+                            "stale binary from another build was packaged")
+        if fp8_archs and not has_fp8:
+            problems.append(f"the build recorded FP8 archs {' '.join(fp8_archs)} but the wheel "
+                            "has no _C_fp8")
         if not libs:
             problems.append("no compiled extension in the wheel")
     if row is not None:

@@ -28,6 +28,8 @@ def wheel(tmp_path_factory):
         ".git", ".venv", "build", "*.egg-info", ".orig", ".whl", "__pycache__", "*.so",
         "_build_info.py", ".pytest_cache", "wheelhouse"))
     out = src / "wheelhouse"
+    # A stale in-place build for other archs must not end up in the wheel (it is staged out).
+    (src / "sageattention" / "_C_fp8.abi3.so").write_bytes(b"stale binary of another build")
     env = dict(os.environ, MAX_JOBS=os.environ.get("MAX_JOBS", "2"))
     proc = subprocess.run([sys.executable, "scripts/build_wheel.py", "--host", "--archs", "8.0",
                            "--out", str(out)], cwd=src, env=env, stdout=subprocess.PIPE,
@@ -113,3 +115,21 @@ def test_check_wheel_catches_a_file_changed_after_the_build(wheel, tmp_path):
             dst.writestr(item, data)
     proc = _check_wheel(str(tampered))
     assert proc.returncode == 1 and "RECORD hash mismatch for sageattention/core.py" in proc.stdout
+
+
+def test_check_wheel_catches_a_stale_binary(wheel, tmp_path):
+    import base64
+    import hashlib
+
+    polluted = tmp_path / wheel.name
+    blob = b"stale binary of another build"
+    digest = base64.urlsafe_b64encode(hashlib.sha256(blob).digest()).rstrip(b"=").decode()
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(polluted, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith(".dist-info/RECORD"):
+                data += f"sageattention/_C_fp8.abi3.so,sha256={digest},{len(blob)}\n".encode()
+            dst.writestr(item, data)
+        dst.writestr("sageattention/_C_fp8.abi3.so", blob)
+    proc = _check_wheel(str(polluted))
+    assert proc.returncode == 1 and "stale binary from another build" in proc.stdout, proc.stdout
