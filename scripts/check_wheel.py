@@ -6,7 +6,8 @@ Exit status 1 with one line per problem, 0 when the wheel is sound. With a row, 
 local version, torch/CUDA and GPU archs recorded in the wheel must be the row's (--archs
 overrides the row's archs, as in `build_wheel.py --archs`). Linked libraries: ELF NEEDED
 entries of every .so (readelf) must not include libpython or libtorch_python (abi3, no
-pybind11). Not checked yet: cubins per arch (cuobjdump), PE imports of .pyd files, abi3audit.
+pybind11); imports of every .pyd (pefile) only from python3.dll, torch, CUDA, the MSVC runtime
+and Windows. Not checked yet: cubins per arch (cuobjdump), abi3audit.
 """
 from __future__ import annotations
 
@@ -75,6 +76,40 @@ def needed_libraries(data: bytes) -> list | None:
     return re.findall(r"\(NEEDED\).*\[(.+?)\]", out)
 
 
+# A .pyd may import only these DLLs (case-insensitive prefixes): the limited-API python3.dll,
+# torch's and CUDA's (from the user's torch), the MSVC runtime and Windows itself. A versioned
+# python3XY.dll breaks abi3, torch_python.dll ties the wheel to pybind11.
+PE_ALLOWED = ("python3.dll", "c10", "torch_cpu", "torch_cuda", "torch.dll", "cudart64_", "nvcuda",
+              "kernel32", "vcruntime140", "msvcp140", "api-ms-win-", "ucrtbase", "ntdll",
+              "advapi32", "user32", "shell32", "ole32", "ws2_32", "msvcrt")
+
+
+def pe_imports(data: bytes) -> list | None:
+    """DLLs a PE file imports (pefile), or None where pefile is missing."""
+    try:
+        import pefile
+    except ImportError:
+        return None
+    pe = pefile.PE(data=data, fast_load=True)
+    pe.parse_data_directories(directories=[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_IMPORT"]])
+    return [entry.dll.decode() for entry in getattr(pe, "DIRECTORY_ENTRY_IMPORT", [])]
+
+
+def pe_problems(lib: str, imports: list) -> list:
+    problems = []
+    for dll in imports:
+        low = dll.lower()
+        if re.fullmatch(r"python3\d+\.dll", low):
+            problems.append(f"{lib} imports {dll}: a versioned Python DLL breaks abi3 (link "
+                            "python3.dll through the limited API)")
+        elif low.startswith("torch_python"):
+            problems.append(f"{lib} imports {dll}: not abi3-clean (no pybind11 / torch_python)")
+        elif not low.startswith(PE_ALLOWED):
+            problems.append(f"{lib} imports {dll}, which neither torch nor Windows provides: "
+                            "vendor it with delvewheel or drop the dependency")
+    return problems
+
+
 def check(wheel: Path, row: matrix.Row | None, archs: list | None) -> tuple:
     """(problems, notes) for the wheel."""
     problems, notes = [], []
@@ -124,7 +159,11 @@ def check(wheel: Path, row: matrix.Row | None, archs: list | None) -> tuple:
                         problems.append(f"{lib} links {entry}: not abi3-clean (no pybind11 / "
                                         "libtorch_python allowed)")
             else:
-                notes.append(f"{lib}: PE imports not checked yet")
+                imports = pe_imports(z.read(lib))
+                if imports is None:
+                    notes.append("pefile not installed: PE imports not checked")
+                    continue
+                problems += pe_problems(lib, imports)
         notes.append("cubins per arch not checked yet (cuobjdump)")
     info = {}
     if info_src is None:
