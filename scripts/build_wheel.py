@@ -219,6 +219,13 @@ def main(argv=None) -> int:
     print(plan.render(), flush=True)
     if args.dry_run:
         return 0
+    if row.abi == "stable":
+        # The rows exist so that CI and the docs know the target; the extension does not use
+        # the libtorch stable ABI yet, and a regular build would be mislabelled "andhigher".
+        print(f"refusing to build row {row.id}: abi stable is not implemented by the extension "
+              "yet (csrc/ uses the regular torch C++ API); build an abi3 row instead",
+              file=sys.stderr)
+        return 2
     try:
         import torch
     except ImportError:

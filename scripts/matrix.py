@@ -35,7 +35,9 @@ REQUIRED = ("id", "platform", "python", "torch", "cuda", "toolkit", "triton", "a
 PLATFORMS = ("linux", "windows")
 ABIS = ("cpython", "abi3", "stable")
 DEFAULT_RUNNER = {"linux": "ubuntu-22.04", "windows": "windows-2022"}
-DEFAULT_MANYLINUX = "2_28"  # the glibc of the manylinux_2_28 build image CI uses
+# The glibc of the ubuntu-22.04 runner the Linux rows build on (.github/workflows/wheels.yml);
+# building inside a manylinux_2_28 image would let a row claim 2_28.
+DEFAULT_MANYLINUX = "2_35"
 
 
 @dataclass

@@ -84,3 +84,10 @@ def test_local_version_is_validated_by_setup(tmp_path):
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           env={**__import__("os").environ, **env})
     assert proc.returncode != 0 and "not a PEP 440 local version" in proc.stdout
+
+
+def test_stable_abi_rows_are_refused_until_the_extension_supports_them():
+    row = next(r for r in _rows() if r.abi == "stable")
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_wheel.py"), "--row", row.id],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.returncode == 2 and "abi stable is not implemented" in proc.stderr
