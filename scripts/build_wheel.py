@@ -258,8 +258,16 @@ def main(argv=None) -> int:
         return 1
     took = time.monotonic() - start
     print(f"built {wheel} ({wheel.stat().st_size / 1e6:.1f} MB) in {took:.0f} s for "
-          f"sm {plan.env['TORCH_CUDA_ARCH_LIST']}")
-    return 0
+          f"sm {plan.env['TORCH_CUDA_ARCH_LIST']}", flush=True)
+    import check_wheel
+
+    problems, notes = check_wheel.check(wheel, row, archs)
+    for note in notes:
+        print(f"note: {note}")
+    for problem in problems:
+        print(f"{wheel.name}: {problem}", file=sys.stderr)
+    print(f"check: {'FAILED, ' + str(len(problems)) + ' problem(s)' if problems else 'ok'}")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

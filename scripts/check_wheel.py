@@ -7,7 +7,8 @@ local version, torch/CUDA and GPU archs recorded in the wheel must be the row's 
 overrides the row's archs, as in `build_wheel.py --archs`). Linked libraries: ELF NEEDED
 entries of every .so (readelf) must not include libpython or libtorch_python (abi3, no
 pybind11); imports of every .pyd (pefile) only from python3.dll, torch, CUDA, the MSVC runtime
-and Windows. Not checked yet: cubins per arch (cuobjdump), abi3audit.
+and Windows; abi3 wheels through `abi3audit --strict`. Not checked yet: cubins per arch
+(cuobjdump).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import base64
 import csv
 import hashlib
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -110,6 +112,30 @@ def pe_problems(lib: str, imports: list) -> list:
     return problems
 
 
+def abi3audit_problems(wheel: Path) -> tuple:
+    """(problems, note) from `abi3audit --strict --report`, or ([], why not run)."""
+    tool = shutil.which("abi3audit")
+    if tool is None:
+        return [], "abi3audit not installed: abi3 symbols not audited"
+    proc = subprocess.run([tool, "--strict", "--report", str(wheel)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, check=False)
+    try:
+        report = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        return [f"abi3audit failed: {proc.stderr.strip()[-300:]}"], ""
+    problems = []
+    for spec in report.get("specs", {}).values():
+        for obj in spec.get("wheel", []):
+            result = obj.get("result", {})
+            if result.get("non_abi3_symbols"):
+                problems.append(f"{obj['name']} uses non-abi3 symbols "
+                                f"{', '.join(result['non_abi3_symbols'][:5])} (abi3audit)")
+            if not result.get("is_abi3_baseline_compatible", True):
+                problems.append(f"{obj['name']} needs Python {result.get('computed')} but the "
+                                f"wheel claims {result.get('baseline')} (abi3audit)")
+    return problems, "abi3audit: " + ("ok" if not problems else "problems found")
+
+
 def check(wheel: Path, row: matrix.Row | None, archs: list | None) -> tuple:
     """(problems, notes) for the wheel."""
     problems, notes = [], []
@@ -165,6 +191,11 @@ def check(wheel: Path, row: matrix.Row | None, archs: list | None) -> tuple:
                     continue
                 problems += pe_problems(lib, imports)
         notes.append("cubins per arch not checked yet (cuobjdump)")
+    if any(t.abi == "abi3" for t in tags):
+        found, note = abi3audit_problems(wheel)
+        problems += found
+        if note:
+            notes.append(note)
     info = {}
     if info_src is None:
         problems.append("no sageattention/_build_info.py in the wheel")

@@ -36,6 +36,7 @@ def wheel(tmp_path_factory):
                           stderr=subprocess.STDOUT, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert "built " in proc.stdout and "for sm 8.0" in proc.stdout
+    assert "check: ok" in proc.stdout  # build_wheel.py checks what it built
     wheels = list(out.glob("sageattention-*.whl"))
     assert len(wheels) == 1, wheels
     return wheels[0]
@@ -96,6 +97,8 @@ def test_check_wheel_accepts_the_host_wheel(wheel):
     proc = _check_wheel(str(wheel), "--host", "--archs", "8.0")
     assert proc.returncode == 0, proc.stdout
     assert proc.stdout.strip().endswith(": ok")
+    if shutil.which("abi3audit"):
+        assert "abi3audit: ok" in proc.stdout
 
 
 def test_check_wheel_names_every_mismatch_with_another_row(wheel):
