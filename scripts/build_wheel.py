@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import matrix  # noqa: E402
+import matrix
 
 ROOT = matrix.ROOT
 GIB = 1024 ** 3
@@ -48,8 +48,8 @@ class Plan:
     out: Path
 
     def render(self) -> str:
-        lines = [f"row {self.row.id} ({self.row.platform}, torch {self.row.torch} {self.row.cuda}, "
-                 f"toolkit {self.row.toolkit}, abi {self.row.abi})", "environment:"]
+        lines = [(f"row {self.row.id} ({self.row.platform}, torch {self.row.torch} {self.row.cuda}, "
+                  f"toolkit {self.row.toolkit}, abi {self.row.abi})"), "environment:"]
         lines += [f"  {k}={v}" for k, v in self.env.items()]
         lines.append("commands:")
         lines += [f"  {' '.join(cmd)}" for cmd in self.commands]

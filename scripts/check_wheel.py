@@ -34,7 +34,7 @@ from packaging.version import Version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import matrix  # noqa: E402
+import matrix
 
 FORBIDDEN_NEEDED = ("libpython", "libtorch_python")
 # Requirements that could make pip replace or upgrade the user's torch (or its Triton).
@@ -117,8 +117,8 @@ def abi3audit_problems(wheel: Path) -> tuple:
     tool = shutil.which("abi3audit")
     if tool is None:
         return [], "abi3audit not installed: abi3 symbols not audited"
-    proc = subprocess.run([tool, "--strict", "--report", str(wheel)], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, check=False)
+    proc = subprocess.run([tool, "--strict", "--report", str(wheel)], capture_output=True,
+                          text=True, check=False)
     try:
         report = json.loads(proc.stdout)
     except json.JSONDecodeError:

@@ -9,8 +9,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import build_wheel  # noqa: E402
-import matrix  # noqa: E402
+import build_wheel
+import matrix
 
 
 def _rows():
@@ -23,7 +23,7 @@ def _rows():
 def test_dry_run_plan_of_every_row(row, tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_wheel.py"), "--row",
                            row.id, "--dry-run", "--out", str(tmp_path)],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert f"TORCH_CUDA_ARCH_LIST={' '.join(row.archs)}" in out
@@ -65,11 +65,11 @@ def test_mismatched_toolchain_is_refused_with_both_sides():
 def test_unknown_row_and_broken_matrix_are_errors(tmp_path):
     script = str(ROOT / "scripts" / "build_wheel.py")
     proc = subprocess.run([sys.executable, script, "--row", "nope", "--dry-run"],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "no row 'nope'" in proc.stderr
     proc = subprocess.run([sys.executable, script, "--row", "win-seed", "--dry-run", "--matrix",
                            str(ROOT / "tests" / "data" / "broken_matrix.yaml")],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          capture_output=True, text=True, check=False)
     assert proc.returncode == 1 and "fix " in proc.stderr
 
 
@@ -77,17 +77,17 @@ def test_local_version_is_validated_by_setup(tmp_path):
     env = {"SAGEATTENTION_LOCAL_VERSION": "cu129torch2.8.0", "SAGEATTENTION_SKIP_CUDA_BUILD": "1"}
     proc = subprocess.run([sys.executable, "setup.py", "--version"], cwd=ROOT, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          env={**__import__("os").environ, **env})
+                          env={**__import__("os").environ, **env}, check=False)
     assert proc.stdout.strip().splitlines()[-1].endswith("+cu129torch2.8.0"), proc.stdout
     env["SAGEATTENTION_LOCAL_VERSION"] = "CU 129"
     proc = subprocess.run([sys.executable, "setup.py", "--version"], cwd=ROOT, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          env={**__import__("os").environ, **env})
+                          env={**__import__("os").environ, **env}, check=False)
     assert proc.returncode != 0 and "not a PEP 440 local version" in proc.stdout
 
 
 def test_stable_abi_rows_are_refused_until_the_extension_supports_them():
     row = next(r for r in _rows() if r.abi == "stable")
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_wheel.py"), "--row", row.id],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "abi stable is not implemented" in proc.stderr

@@ -14,6 +14,9 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from build_wheel import stage_sources
 
 pytestmark = pytest.mark.skipif(
     shutil.which("nvcc") is None or torch.version.cuda is None
@@ -24,16 +27,14 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
     src = tmp_path_factory.mktemp("wheel") / "repo"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "*.egg-info", ".orig", ".whl", "__pycache__", "*.so",
-        "_build_info.py", ".pytest_cache", "wheelhouse"))
+    stage_sources(src)  # the checkout without build outputs (scripts/build_wheel.py)
     out = src / "wheelhouse"
     # A stale in-place build for other archs must not end up in the wheel (it is staged out).
     (src / "sageattention" / "_C_fp8.abi3.so").write_bytes(b"stale binary of another build")
     env = dict(os.environ, MAX_JOBS=os.environ.get("MAX_JOBS", "2"))
     proc = subprocess.run([sys.executable, "scripts/build_wheel.py", "--host", "--archs", "8.0",
                            "--out", str(out)], cwd=src, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=1800)
+                          stderr=subprocess.STDOUT, text=True, timeout=1800, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert "built " in proc.stdout and "for sm 8.0" in proc.stdout
     assert "check: ok" in proc.stdout  # build_wheel.py checks what it built
@@ -47,7 +48,7 @@ def test_name_tags_and_contents(wheel):
 
     cuda = "cu" + torch.version.cuda.replace(".", "")
     base = torch.__version__.split("+")[0]
-    name, version, _, tags = parse_wheel_filename(wheel.name)
+    _name, version, _, tags = parse_wheel_filename(wheel.name)
     assert version.local == f"{cuda}torch{base}"
     assert {(t.interpreter, t.abi) for t in tags} <= {("cp39", "abi3"), ("cp310", "abi3")}
     assert all(t.platform.startswith("manylinux_2_") for t in tags)  # repaired by auditwheel
@@ -71,7 +72,7 @@ def test_installs_into_a_fresh_venv_and_loads(wheel, tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     py = venv / "bin" / "python"
     proc = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     assert proc.returncode == 0, proc.stdout
     code = """
 import sageattention, torch
@@ -83,14 +84,14 @@ print('version', sageattention.__version__)
 """
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run([str(py), "-c", code], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+                          stderr=subprocess.STDOUT, text=True, check=False)
     assert proc.returncode == 0, proc.stdout
     assert "sageattention_C::attn_int8_fp16" in proc.stdout
 
 
 def _check_wheel(*args):
     return subprocess.run([sys.executable, str(ROOT / "scripts" / "check_wheel.py"), *args],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
 
 
 def test_check_wheel_accepts_the_host_wheel(wheel):

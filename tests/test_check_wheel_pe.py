@@ -51,9 +51,9 @@ def _wheel(tmp: Path, pyd: bytes) -> Path:
         "sageattention/__init__.py": b"",
         "sageattention/_C.pyd": pyd,
         "sageattention/_build_info.py": (
-            "VERSION = '2.2.0.post1+cu129torch2.8.0'\nTORCH_VERSION = '2.8.0'\n"
-            "CUDA_VERSION = '12.9'\nCUDA_ARCHS = ('8.0', '8.6', '8.9', '9.0', '12.0')\n"
-            "ABI_FLAVOUR = 'abi3'\nCOMPILED_EXTENSION = True\nOPTIONAL_PATHS = {}\n").encode(),
+            b"VERSION = '2.2.0.post1+cu129torch2.8.0'\nTORCH_VERSION = '2.8.0'\n"
+            b"CUDA_VERSION = '12.9'\nCUDA_ARCHS = ('8.0', '8.6', '8.9', '9.0', '12.0')\n"
+            b"ABI_FLAVOUR = 'abi3'\nCOMPILED_EXTENSION = True\nOPTIONAL_PATHS = {}\n"),
         f"{dist}/METADATA": (b"Metadata-Version: 2.1\nName: sageattention\n"
                              b"Version: 2.2.0.post1+cu129torch2.8.0\nRequires-Python: >=3.9\n"
                              b"Requires-Dist: packaging\n"),
@@ -75,7 +75,7 @@ def _wheel(tmp: Path, pyd: bytes) -> Path:
 def _check(wheel: Path):
     return subprocess.run([sys.executable, str(ROOT / "scripts" / "check_wheel.py"), str(wheel),
                            "--row", ROW], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
+                          text=True, check=False)
 
 
 def test_abi3_clean_pyd_passes(tmp_path):

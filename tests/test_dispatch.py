@@ -9,15 +9,15 @@ CUDA = torch.device("cuda", 0)
 
 
 @pytest.mark.parametrize("cc,d,want", [
-    ((8, 0), 128, dict(pv_fp8=False, backend="cuda", pv_accum="fp32")),
-    ((8, 6), 128, dict(pv_fp8=False, backend="triton")),
-    ((8, 7), 64, dict(pv_fp8=False, backend="triton")),
-    ((8, 9), 128, dict(pv_fp8=True, backend="cuda", pv_accum="fp32+fp16",
-                       qk_quant_gran="per_thread")),
-    ((12, 0), 128, dict(pv_fp8=True, backend="cuda", pv_accum="fp32+fp16",
-                        qk_quant_gran="per_warp")),
-    ((9, 0), 128, dict(pv_fp8=True, backend="triton", pv_accum="fp32+fp32")),
-    ((9, 0), 64, dict(pv_fp8=False, backend="triton")),
+    ((8, 0), 128, {"pv_fp8": False, "backend": "cuda", "pv_accum": "fp32"}),
+    ((8, 6), 128, {"pv_fp8": False, "backend": "triton"}),
+    ((8, 7), 64, {"pv_fp8": False, "backend": "triton"}),
+    ((8, 9), 128, {"pv_fp8": True, "backend": "cuda", "pv_accum": "fp32+fp16",
+                       "qk_quant_gran": "per_thread"}),
+    ((12, 0), 128, {"pv_fp8": True, "backend": "cuda", "pv_accum": "fp32+fp16",
+                        "qk_quant_gran": "per_warp"}),
+    ((9, 0), 128, {"pv_fp8": True, "backend": "triton", "pv_accum": "fp32+fp32"}),
+    ((9, 0), 64, {"pv_fp8": False, "backend": "triton"}),
 ])
 def test_plan_per_capability(monkeypatch, cc, d, want):
     monkeypatch.setattr(dispatch, "_capability", lambda device: cc)
@@ -53,7 +53,7 @@ def test_fp16_accumulating_fp8_mode_needs_the_build(monkeypatch):
 def _reason(q, k=None, v=None, **kw):
     k = q if k is None else k
     v = k if v is None else v
-    args = dict(attn_mask=None, qk_quant_gran="per_thread", pv_fp8=False, tensor_layout="HND")
+    args = {"attn_mask": None, "qk_quant_gran": "per_thread", "pv_fp8": False, "tensor_layout": "HND"}
     args.update(kw)
     return cuda_forward.unsupported_reason(q, k, v, **args)
 

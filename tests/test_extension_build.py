@@ -16,6 +16,10 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from build_wheel import stage_sources
+
 NVCC = shutil.which("nvcc")
 
 pytestmark = pytest.mark.skipif(
@@ -27,9 +31,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     src = tmp_path_factory.mktemp("ext") / "repo"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "*.egg-info", ".orig", "__pycache__", "*.so", "_build_info.py",
-        ".pytest_cache", "wheelhouse"))
+    stage_sources(src)  # the checkout without build outputs (scripts/build_wheel.py)
     env = dict(os.environ, TORCH_CUDA_ARCH_LIST=os.environ.get("TORCH_CUDA_ARCH_LIST", "8.0"),
                MAX_JOBS=os.environ.get("MAX_JOBS", "2"))
     env.pop("SAGEATTENTION_SKIP_CUDA_BUILD", None)

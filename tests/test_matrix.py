@@ -9,14 +9,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import matrix  # noqa: E402
+import matrix
 
 BROKEN = ROOT / "tests" / "data" / "broken_matrix.yaml"
 
 
 def run(*args):
     return subprocess.run([sys.executable, str(ROOT / "scripts" / "matrix.py"), *args],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, check=False)
 
 
 def test_shipped_matrix_is_clean():
@@ -88,7 +88,7 @@ def test_triton_requirement_for_torch_2_8_on_windows(tmp_path, spec, ok):
     path = tmp_path / "m.yaml"
     path.write_text('rows:\n  - {id: x, platform: windows, python: abi3, python_min: cp39, '
                     f'torch: "2.8.0", cuda: cu129, toolkit: "12.9.1", triton: "{spec}", abi: abi3}}\n')
-    rows, found = _problems(path)
+    _rows, found = _problems(path)
     assert (not found) is ok, found
 
 
@@ -120,7 +120,7 @@ def test_wheel_names_are_valid_and_sort_as_versions():
     entries = json.loads(run("expand", "--format", "json").stdout)
     for e in entries:
         for name in e["wheels"]:
-            dist, version, _, tags = parse_wheel_filename(name)
+            dist, version, _, _tags = parse_wheel_filename(name)
             assert dist == "sageattention" and version >= Version("2.1.1")
             assert version.local == e["local_version"]
 
