@@ -7,8 +7,10 @@ local version, torch/CUDA and GPU archs recorded in the wheel must be the row's 
 overrides the row's archs, as in `build_wheel.py --archs`). Linked libraries: ELF NEEDED
 entries of every .so (readelf) must not include libpython or libtorch_python (abi3, no
 pybind11); imports of every .pyd (pefile) only from python3.dll, torch, CUDA, the MSVC runtime
-and Windows; abi3 wheels through `abi3audit --strict`. Not checked yet: cubins per arch
-(cuobjdump).
+and Windows; abi3 wheels through `abi3audit --strict`. GPU code: every compiled unit must carry
+a cubin for each arch it was built for (_C: the row's archs; _C_fp8: those >= 8.9), read from the
+fat binary headers by scripts/fatbin.py and cross-checked with `cuobjdump --list-elf` where a
+CUDA toolkit is installed.
 """
 from __future__ import annotations
 
@@ -34,8 +36,10 @@ from packaging.version import Version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import fatbin
 import matrix
 
+FP8_OLDEST = (8, 9)  # the _C_fp8 unit is built only for these archs and newer (setup.py UNITS)
 FORBIDDEN_NEEDED = ("libpython", "libtorch_python")
 # Requirements that could make pip replace or upgrade the user's torch (or its Triton).
 FORBIDDEN_REQUIRES = ("torch", "triton", "triton-windows")
@@ -63,6 +67,51 @@ def record_problems(z: zipfile.ZipFile, record_name: str) -> list:
         if name not in listed and not name.endswith("/"):
             problems.append(f"{name} is in the wheel but not in RECORD")
     return problems
+
+
+def arch_tuple(arch: str) -> tuple:
+    major, minor = arch.replace("+PTX", "").rstrip("af").split(".")
+    return int(major), int(minor)
+
+
+def cuobjdump_archs(data: bytes, suffix: str) -> list | None:
+    """Archs of the cubins `cuobjdump --list-elf` lists, or None where cuobjdump is missing."""
+    tool = shutil.which("cuobjdump")
+    if tool is None:
+        return None
+    with tempfile.NamedTemporaryFile(suffix=suffix) as f:
+        f.write(data)
+        f.flush()
+        proc = subprocess.run([tool, "--list-elf", f.name], capture_output=True, text=True,
+                              check=False)
+    found = {f"{int(m) // 10}.{int(m) % 10}" for m in re.findall(r"\.sm_(\d+)[a-z]?\.cubin",
+                                                                  proc.stdout)}
+    return sorted(found, key=lambda a: tuple(int(x) for x in a.split(".")))
+
+
+def gpu_code_problems(lib: str, data: bytes, want: list) -> tuple:
+    """(problems, notes): `lib` must hold a cubin for every arch in `want`."""
+    problems, notes = [], []
+    have = fatbin.archs_of(data, "cubin")
+    missing = [a for a in want if a not in have]
+    if missing:
+        problems.append(f"{lib} has no cubin for sm {' '.join(missing)} (it has "
+                        f"{' '.join(have) or 'none'}): users of those GPUs would get no kernel")
+    extra = [a for a in have if a not in want]
+    if extra:
+        problems.append(f"{lib} has cubins for sm {' '.join(extra)}, which the build did not "
+                        "record: a stale binary from another build was packaged")
+    listed = cuobjdump_archs(data, Path(lib).suffix)
+    if listed is None:
+        notes.append(f"{Path(lib).name}: cubins sm {' '.join(have) or 'none'} (fat binary "
+                     "headers; cuobjdump not installed)")
+    elif listed != have:
+        problems.append(f"{lib}: cuobjdump lists cubins for sm {' '.join(listed) or 'none'}, the "
+                        f"fat binary headers say {' '.join(have) or 'none'}: scripts/fatbin.py "
+                        "misreads this toolkit's format")
+    else:
+        notes.append(f"{Path(lib).name}: cubins sm {' '.join(have)} (cuobjdump agrees)")
+    return problems, notes
 
 
 def needed_libraries(data: bytes) -> list | None:
@@ -97,10 +146,14 @@ def pe_imports(data: bytes) -> list | None:
     return [entry.dll.decode() for entry in getattr(pe, "DIRECTORY_ENTRY_IMPORT", [])]
 
 
-def pe_problems(lib: str, imports: list) -> list:
+def pe_problems(lib: str, imports: list, vendored: frozenset = frozenset()) -> list:
+    """Problems with the DLLs `lib` imports; `vendored` holds the (lower-case) names of DLLs the
+    wheel carries itself (delvewheel puts them in sageattention.libs/ with mangled names)."""
     problems = []
     for dll in imports:
         low = dll.lower()
+        if low in vendored:
+            continue
         if re.fullmatch(r"python3\d+\.dll", low):
             problems.append(f"{lib} imports {dll}: a versioned Python DLL breaks abi3 (link "
                             "python3.dll through the limited API)")
@@ -174,9 +227,12 @@ def check(wheel: Path, row: matrix.Row | None, archs: list | None) -> tuple:
         info_src = z.read("sageattention/_build_info.py").decode() \
             if "sageattention/_build_info.py" in names else None
         libs = [n for n in names if re.search(r"\.(so|pyd)$", n)]
+        lib_data = {lib: z.read(lib) for lib in libs}
+        vendored_dlls = frozenset(Path(n).name.lower() for n in names
+                                  if n.lower().endswith(".dll"))
         for lib in libs:
             if lib.endswith(".so"):
-                needed = needed_libraries(z.read(lib))
+                needed = needed_libraries(lib_data[lib])
                 if needed is None:
                     notes.append("readelf not found: linked libraries not checked")
                     continue
@@ -185,12 +241,11 @@ def check(wheel: Path, row: matrix.Row | None, archs: list | None) -> tuple:
                         problems.append(f"{lib} links {entry}: not abi3-clean (no pybind11 / "
                                         "libtorch_python allowed)")
             else:
-                imports = pe_imports(z.read(lib))
+                imports = pe_imports(lib_data[lib])
                 if imports is None:
                     notes.append("pefile not installed: PE imports not checked")
                     continue
-                problems += pe_problems(lib, imports)
-        notes.append("cubins per arch not checked yet (cuobjdump)")
+                problems += pe_problems(lib, imports, vendored_dlls)
     if any(t.abi == "abi3" for t in tags):
         found, note = abi3audit_problems(wheel)
         problems += found
@@ -216,6 +271,15 @@ def check(wheel: Path, row: matrix.Row | None, archs: list | None) -> tuple:
                             "has no _C_fp8")
         if not libs:
             problems.append("no compiled extension in the wheel")
+        # GPU code per unit: the row's archs (or the build's own record without a row).
+        want_c = list(archs or (row.archs if row is not None else info.get("CUDA_ARCHS", ())))
+        for lib in (n for n in libs if re.fullmatch(r"sageattention/_C\w*\.[^/]+", n)):
+            unit = Path(lib).name.split(".")[0]
+            want = [a for a in want_c if arch_tuple(a) >= FP8_OLDEST] if unit == "_C_fp8" \
+                else want_c
+            found, more = gpu_code_problems(lib, lib_data[lib], want)
+            problems += found
+            notes += more
     if row is not None:
         if version.local != row.local_version:
             problems.append(f"local version {version.local} is not the row's {row.local_version}")

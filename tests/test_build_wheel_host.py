@@ -98,6 +98,7 @@ def test_check_wheel_accepts_the_host_wheel(wheel):
     proc = _check_wheel(str(wheel), "--host", "--archs", "8.0")
     assert proc.returncode == 0, proc.stdout
     assert proc.stdout.strip().endswith(": ok")
+    assert "_C.abi3.so: cubins sm 8.0" in proc.stdout
     if shutil.which("abi3audit"):
         assert "abi3audit: ok" in proc.stdout
 
@@ -105,8 +106,47 @@ def test_check_wheel_accepts_the_host_wheel(wheel):
 def test_check_wheel_names_every_mismatch_with_another_row(wheel):
     proc = _check_wheel(str(wheel), "--row", "win-torch2.8.0-cu129")
     assert proc.returncode == 1
-    for part in ("local version", "tags", "platform", "built against torch", "sm 8.0"):
+    for part in ("local version", "tags", "platform", "built against torch", "sm 8.0",
+                 "has no cubin for sm 8.6 8.9 9.0 12.0 (it has 8.0)"):
         assert part in proc.stdout, part
+
+
+def _replace_member(wheel, out, member, blob):
+    """A copy of `wheel` with `member` replaced by `blob` and RECORD updated to match, so only
+    the content checks (not the RECORD hash) can tell."""
+    import base64
+    import hashlib
+
+    digest = base64.urlsafe_b64encode(hashlib.sha256(blob).digest()).rstrip(b"=").decode()
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith(".dist-info/RECORD"):
+                lines = [line for line in data.decode().splitlines()
+                         if not line.startswith(member + ",")]
+                data = ("\n".join(lines + [f"{member},sha256={digest},{len(blob)}"]) + "\n").encode()
+            elif item.filename == member:
+                continue
+            dst.writestr(item, data)
+        dst.writestr(member, blob)
+    return out
+
+
+def test_check_wheel_catches_a_unit_built_for_other_archs(wheel, tmp_path):
+    # A _C compiled for sm_90 only, packaged into the wheel whose build recorded sm_80.
+    src = tmp_path / "k.cu"
+    src.write_text("__global__ void k(float* x) { x[0] = 1.f; }\n"
+                   "extern \"C\" void go(float* x) { k<<<1, 1>>>(x); }\n")
+    lib = tmp_path / "k.so"
+    subprocess.run(["nvcc", "-shared", "-Xcompiler", "-fPIC",
+                    "-gencode=arch=compute_90,code=sm_90", str(src), "-o", str(lib)], check=True)
+    with zipfile.ZipFile(wheel) as z:
+        member = next(n for n in z.namelist() if n.startswith("sageattention/_C."))
+    swapped = _replace_member(wheel, tmp_path / wheel.name, member, lib.read_bytes())
+    proc = _check_wheel(str(swapped))
+    assert proc.returncode == 1
+    assert "has no cubin for sm 8.0 (it has 9.0)" in proc.stdout, proc.stdout
+    assert "cubins for sm 9.0, which the build did not record" in proc.stdout
 
 
 def test_check_wheel_catches_a_file_changed_after_the_build(wheel, tmp_path):

@@ -15,12 +15,31 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 GCC = shutil.which("x86_64-w64-mingw32-gcc")
 DLLTOOL = shutil.which("x86_64-w64-mingw32-dlltool")
+OBJCOPY = shutil.which("x86_64-w64-mingw32-objcopy")
+NVCC = shutil.which("nvcc")
 
-pytestmark = pytest.mark.skipif(GCC is None or DLLTOOL is None,
-                                reason="needs gcc-mingw-w64-x86-64 (apt-get install gcc-mingw-w64-x86-64)")
+pytestmark = [
+    pytest.mark.skipif(GCC is None or DLLTOOL is None or OBJCOPY is None,
+                       reason="needs gcc-mingw-w64-x86-64 (apt-get install gcc-mingw-w64-x86-64)"),
+    pytest.mark.skipif(NVCC is None, reason="needs nvcc (the .pyd files carry real GPU code)"),
+]
 pytest.importorskip("pefile")
 
 ROW = "win-torch2.8.0-cu129"
+ROW_ARCHS = ("80", "86", "89", "90", "120")
+_FATBIN = {}
+
+
+def _fatbin(tmp: Path) -> Path:
+    """A fat binary with a cubin for every arch of the seed row, built once by nvcc."""
+    if "path" not in _FATBIN:
+        (tmp / "k.cu").write_text("__global__ void k(float* x) { x[0] = 1.f; }\n")
+        out = tmp / "k.fatbin"
+        subprocess.run([NVCC, "-fatbin", *(f"-gencode=arch=compute_{a},code=sm_{a}"
+                                           for a in ROW_ARCHS), str(tmp / "k.cu"), "-o", str(out)],
+                       check=True, timeout=300)
+        _FATBIN["path"] = out
+    return _FATBIN["path"]
 WHEEL = "sageattention-2.2.0.post1+cu129torch2.8.0-cp39-abi3-win_amd64.whl"
 
 
@@ -33,15 +52,20 @@ def _import_lib(tmp: Path, dll: str, symbol: str) -> Path:
 
 
 def _pyd(tmp: Path, imports: dict) -> bytes:
-    """A DLL exporting PyInit__C that calls one function of each imported DLL."""
+    """A DLL exporting PyInit__C that calls one function of each imported DLL, with the GPU code
+    in a .nv_fatb section as MSVC builds of CUDA extensions have it."""
     decls = "".join(f"extern void {sym}(void);\n" for sym in imports.values())
     calls = "".join(f"  {sym}();\n" for sym in imports.values())
     src = tmp / "m.c"
     src.write_text(decls + "__declspec(dllexport) void *PyInit__C(void) {\n" + calls +
                    "  return 0;\n}\n")
     libs = [str(_import_lib(tmp, dll, sym)) for dll, sym in imports.items()]
+    dll = tmp / "_C.dll"
+    subprocess.run([GCC, "-shared", "-o", str(dll), str(src), *libs], check=True)
     out = tmp / "_C.pyd"
-    subprocess.run([GCC, "-shared", "-o", str(out), str(src), *libs], check=True)
+    # objcopy warns that the new section lies below the image base; the file stays a valid PE.
+    subprocess.run([OBJCOPY, f"--add-section=.nv_fatb={_fatbin(tmp)}", str(dll), str(out)],
+                   check=True, stderr=subprocess.DEVNULL)
     return out.read_bytes()
 
 
@@ -94,3 +118,66 @@ def test_versioned_python_and_torch_python_imports_are_rejected(tmp_path):
     assert "imports python312.dll: a versioned Python DLL breaks abi3" in proc.stdout
     assert "imports torch_python.dll: not abi3-clean" in proc.stdout
     assert "imports libfoo.dll, which neither torch nor Windows provides" in proc.stdout
+
+
+def _helper_dll(tmp: Path) -> Path:
+    """A real third-party DLL the extension depends on, in its own folder (as on PATH)."""
+    folder = tmp / "deps"
+    folder.mkdir()
+    (tmp / "h.c").write_text("__declspec(dllexport) int sage_helper(void) { return 7; }\n")
+    subprocess.run([GCC, "-shared", "-o", str(folder / "sagehelper.dll"), str(tmp / "h.c")],
+                   check=True)
+    return folder
+
+
+def _delvewheel_plan_command(tmp: Path, wheel: Path, out: Path, *extra) -> list:
+    """The repair command of the seed row's plan (scripts/build_wheel.py), pointed at `wheel`."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import build_wheel
+    import matrix
+
+    rows, _ = matrix.check_rows(matrix.load_yaml(matrix.MATRIX), matrix.load_rules())
+    plan = build_wheel.make_plan(next(r for r in rows if r.id == ROW), tmp / "plan",
+                                 python=sys.executable)
+    cmd = plan.commands[-1]
+    assert cmd[1:4] == ["-m", "delvewheel", "repair"] and cmd[4].endswith(WHEEL)
+    return cmd[:4] + [str(wheel), "-w", str(out)] + cmd[7:] + list(extra)
+
+
+@pytest.mark.skipif(pytest.importorskip("importlib").util.find_spec("delvewheel") is None,
+                    reason="needs delvewheel (test extra)")
+def test_delvewheel_repair_vendors_dependencies_but_never_torch_or_cuda(tmp_path):
+    deps = _helper_dll(tmp_path)
+    pyd = _pyd(tmp_path, {"python3.dll": "PyModule_Create2", "c10.dll": "c10_fn",
+                          "torch_cpu.dll": "torch_cpu_fn", "torch_cuda.dll": "torch_fn",
+                          "cudart64_12.dll": "cudaLaunchKernel", "sagehelper.dll": "sage_helper"})
+    wheel = _wheel(tmp_path, pyd)
+    out = tmp_path / "repaired"
+    proc = subprocess.run(_delvewheel_plan_command(tmp_path, wheel, out, "--add-path", str(deps)),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          check=False, timeout=300)
+    assert proc.returncode == 0, proc.stdout
+    repaired = out / WHEEL
+    with zipfile.ZipFile(repaired) as z:
+        names = z.namelist()
+    vendored = [n for n in names if n.lower().endswith(".dll")]
+    assert len(vendored) == 1 and Path(vendored[0]).name.startswith("sagehelper"), vendored
+    assert not any(Path(n).name.lower().startswith(("c10", "torch", "cudart", "python"))
+                   for n in vendored)
+    # The repaired wheel imports the vendored (name-mangled) DLL: check_wheel accepts it.
+    proc = _check(repaired)
+    assert proc.returncode == 0, proc.stdout
+
+
+@pytest.mark.skipif(pytest.importorskip("importlib").util.find_spec("delvewheel") is None,
+                    reason="needs delvewheel (test extra)")
+def test_delvewheel_repair_fails_on_a_dependency_it_cannot_find(tmp_path):
+    pyd = _pyd(tmp_path, {"python3.dll": "PyModule_Create2", "c10.dll": "c10_fn",
+                          "sagehelper.dll": "sage_helper"})
+    wheel = _wheel(tmp_path, pyd)
+    proc = subprocess.run(_delvewheel_plan_command(tmp_path, wheel, tmp_path / "repaired"),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          check=False, timeout=300)
+    assert proc.returncode != 0
+    assert "sagehelper.dll" in proc.stdout
+    assert "c10.dll" not in proc.stdout.split("sagehelper.dll")[0][-200:]  # excluded, not missing

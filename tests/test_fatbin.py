@@ -1,0 +1,102 @@
+"""scripts/fatbin.py against nvcc's own output: the cubins and PTX it lists must be exactly the
+-gencode targets a file was built with, in .so files, bare fat binaries, compressed ones and a
+real PE DLL carrying the fat binary in a .nv_fatb section (as MSVC builds of .pyd files do)."""
+import os
+import random
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+import fatbin
+
+NVCC = shutil.which("nvcc")
+needs_nvcc = pytest.mark.skipif(NVCC is None, reason="needs nvcc")
+KERNEL = """
+__global__ void twice(float* x) { x[threadIdx.x] *= 2.f; }
+extern "C" void launch(float* x) { twice<<<1, 32>>>(x); }
+"""
+
+
+def _nvcc(tmp_path, out_name, *flags):
+    src = tmp_path / "k.cu"
+    src.write_text(KERNEL)
+    out = tmp_path / out_name
+    subprocess.run([NVCC, *flags, str(src), "-o", str(out)], check=True, timeout=300,
+                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return out.read_bytes()
+
+
+@needs_nvcc
+def test_shared_library_lists_exactly_its_gencode_targets(tmp_path):
+    data = _nvcc(tmp_path, "k.so", "-shared", "-Xcompiler", "-fPIC",
+                 "-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=sm_90",
+                 "-gencode=arch=compute_120,code=compute_120")
+    assert fatbin.archs_of(data, "cubin") == ["8.0", "9.0"]
+    assert fatbin.archs_of(data, "ptx") == ["12.0"]
+
+
+@needs_nvcc
+def test_compressed_fat_binary(tmp_path):
+    data = _nvcc(tmp_path, "k.so", "-shared", "-Xcompiler", "-fPIC", "-Xfatbin", "-compress-all",
+                 "-gencode=arch=compute_86,code=sm_86", "-gencode=arch=compute_89,code=sm_89")
+    assert fatbin.archs_of(data, "cubin") == ["8.6", "8.9"]
+    assert fatbin.archs_of(data, "ptx") == []
+
+
+@needs_nvcc
+def test_fat_binary_inside_a_pe_dll(tmp_path):
+    gcc = shutil.which("x86_64-w64-mingw32-gcc")
+    objcopy = shutil.which("x86_64-w64-mingw32-objcopy")
+    if gcc is None or objcopy is None:
+        pytest.skip("needs gcc-mingw-w64-x86-64 (installed by .ci/run)")
+    blob = tmp_path / "k.fatbin"
+    blob.write_bytes(_nvcc(tmp_path, "k.fatbin", "-fatbin", "-gencode=arch=compute_89,code=sm_89",
+                           "-gencode=arch=compute_120,code=sm_120"))
+    (tmp_path / "d.c").write_text("int f(void) { return 1; }\n")
+    subprocess.run([gcc, "-shared", str(tmp_path / "d.c"), "-o", str(tmp_path / "d.dll")],
+                   check=True)
+    # objcopy warns that the new section lies below the image base; the file stays a valid PE.
+    subprocess.run([objcopy, f"--add-section=.nv_fatb={blob}", str(tmp_path / "d.dll"),
+                    str(tmp_path / "_C.pyd")], check=True, stderr=subprocess.DEVNULL)
+    pefile = pytest.importorskip("pefile")
+    pe = pefile.PE(str(tmp_path / "_C.pyd"))
+    assert any(s.Name.rstrip(b"\0") == b".nv_fatb" for s in pe.sections)
+    data = (tmp_path / "_C.pyd").read_bytes()
+    assert fatbin.archs_of(data) == ["8.9", "12.0"]
+    assert fatbin.archs_of((tmp_path / "d.dll").read_bytes()) == []
+
+
+@needs_nvcc
+def test_truncated_or_damaged_containers_are_ignored(tmp_path):
+    data = _nvcc(tmp_path, "k.fatbin", "-fatbin", "-gencode=arch=compute_80,code=sm_80")
+    assert fatbin.archs_of(data) == ["8.0"]
+    assert fatbin.archs_of(data[: len(data) // 2]) == []  # the header's size runs past the end
+    damaged = bytearray(data)
+    struct.pack_into("<Q", damaged, 8, len(data) * 4)  # container size beyond the file
+    assert fatbin.embedded_code(bytes(damaged)) == []
+
+
+def test_random_bytes_with_the_magic_yield_nothing():
+    rng = random.Random(0)
+    magic = struct.pack("<I", fatbin.MAGIC)
+    for _ in range(200):
+        noise = bytearray(rng.randbytes(rng.randrange(0, 300)))
+        at = rng.randrange(0, len(noise) + 1)
+        noise[at:at] = magic + struct.pack("<HH", 1, 16)
+        assert fatbin.embedded_code(bytes(noise)) == []  # entries never tile noise exactly
+    assert fatbin.embedded_code(b"") == []
+
+
+def test_cli_reports_missing_files_and_binaries_without_gpu_code(tmp_path, capsys):
+    plain = tmp_path / "plain.so"
+    plain.write_bytes(os.urandom(64))
+    assert fatbin.main([str(plain)]) == 0
+    assert "no GPU code found" in capsys.readouterr().out
+    assert fatbin.main([str(tmp_path / "missing.so")]) == 2
+    assert fatbin.main([]) == 2
