@@ -92,6 +92,13 @@ UNITS = (
     ("_C_fp8", "fp8", (8, 9)),  # FP8 V quantization + INT8 Q·Kᵀ / FP8 P·V attention
 )
 
+# ABI flavours (SAGEATTENTION_ABI): "cpython" (one CPython, one torch), "abi3" (CPython's limited
+# API, one torch: needs torch >= 2.6), "stable" (the libtorch stable ABI: one binary for torch
+# SAGEATTENTION_TORCH_TARGET, default 2.10, and every later torch; csrc/torch_api.h).
+ABI_FLAVOURS = ("cpython", "abi3", "stable")
+MIN_TORCH_FOR_FLAVOUR = {"abi3": (2, 6), "stable": (2, 10)}
+DEFAULT_STABLE_TARGET = "2.10"
+
 # Filled by cuda_extensions() for _build_info.py.
 BUILD_FACTS = {}
 
@@ -149,6 +156,30 @@ def _gencode(archs):
     return flags
 
 
+def _abi_flavour(torch_version):
+    """(flavour, stable target (major, minor) or None) from SAGEATTENTION_ABI /
+    SAGEATTENTION_TORCH_TARGET; a bad value stops the build with what to set instead."""
+    requested = os.environ.get("SAGEATTENTION_ABI", "").strip().lower()
+    flavour = requested or ("abi3" if torch_version >= MIN_TORCH_FOR_FLAVOUR["abi3"] else "cpython")
+    if flavour not in ABI_FLAVOURS:
+        raise SystemExit(f"SAGEATTENTION_ABI={requested!r}: use one of {', '.join(ABI_FLAVOURS)}")
+    need = MIN_TORCH_FOR_FLAVOUR.get(flavour)
+    if need and torch_version < need:
+        raise SystemExit(f"SAGEATTENTION_ABI={flavour} needs torch >= {need[0]}.{need[1]}, this "
+                         f"torch is {torch_version[0]}.{torch_version[1]}; use "
+                         f"SAGEATTENTION_ABI=cpython")
+    if flavour != "stable":
+        return flavour, None
+    raw = os.environ.get("SAGEATTENTION_TORCH_TARGET", "").strip() or DEFAULT_STABLE_TARGET
+    m = re.fullmatch(r"(\d+)\.(\d+)", raw)
+    target = (int(m.group(1)), int(m.group(2))) if m else None
+    if target is None or not MIN_TORCH_FOR_FLAVOUR["stable"] <= target <= torch_version[:2]:
+        raise SystemExit(f"SAGEATTENTION_TORCH_TARGET={raw!r}: give the oldest torch the stable "
+                         f"binary must run on as X.Y, between 2.10 and this torch "
+                         f"({torch_version[0]}.{torch_version[1]})")
+    return flavour, target
+
+
 def cuda_extensions():
     """The compiled extension sageattention._C, or [] with a one-line reason.
 
@@ -196,15 +227,24 @@ def cuda_extensions():
         return []
     os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(archs)
     torch_version = tuple(int(x) for x in re.findall(r"\d+", torch.__version__)[:2])
-    limited = torch_version >= (2, 6)  # abi3 needs torch's py_limited_api support
+    flavour, stable_target = _abi_flavour(torch_version)
+    limited = flavour in ("abi3", "stable")  # both are abi3 for CPython (no pybind11)
     jobs = os.environ.get("MAX_JOBS") or str(max(1, min(os.cpu_count() or 1, 8)))
     nvcc_threads = os.environ.get("NVCC_THREADS", "2")
     f16_accum = bool(nvcc_version) and nvcc_version >= MIN_NVCC_FP8_F16_ACCUM
-    cxx = ["/O2", "/Zc:preprocessor", "/permissive-", "/DUSE_CUDA=1"] if os.name == "nt" else ["-O3"]
+    cxx = ["/O2", "/Zc:preprocessor", "/permissive-", "/DUSE_CUDA=1"] if os.name == "nt" else ["-O3", "-DUSE_CUDA=1"]
     nvcc_common = ["-O3", "--threads", nvcc_threads, "-DUSE_CUDA=1",
                    f"-DSAGE_FP8_F16_ACCUM={int(f16_accum)}"]  # torch picks the C++ std
     if os.name == "nt":
         nvcc_common += ["-Xcompiler=/Zc:preprocessor", "-Xcompiler=/permissive-"]
+    if stable_target:
+        # TORCH_STABLE_ONLY makes any ATen/c10 header an error; TORCH_TARGET_VERSION hides the
+        # stable APIs newer than the target, so the binary only calls what that torch exports.
+        stable = ["-DSAGE_STABLE_ABI", "-DTORCH_STABLE_ONLY",
+                  f"-DTORCH_TARGET_VERSION=0x{stable_target[0]:02x}{stable_target[1]:02x}"
+                  "000000000000"]
+        cxx += [("/D" + d[2:]) if os.name == "nt" else d for d in stable]
+        nvcc_common += stable
     os.environ.setdefault("MAX_JOBS", jobs)
     extensions, unit_archs = [], {}
     for module, folder, oldest in UNITS:
@@ -224,10 +264,13 @@ def cuda_extensions():
     if "_C" not in unit_archs:
         return []
     BUILD_FACTS.update(
-        TORCH_VERSION=re.match(r"[\d.]+", torch.__version__).group(0).rstrip("."),
+        # For the stable flavour: the oldest torch it runs on (ops.py accepts it and later).
+        TORCH_VERSION=(f"{stable_target[0]}.{stable_target[1]}.0" if stable_target else
+                       re.match(r"[\d.]+", torch.__version__).group(0).rstrip(".")),
+        TORCH_BUILT_WITH=re.match(r"[\d.]+", torch.__version__).group(0).rstrip("."),
         CUDA_VERSION=torch.version.cuda,
         CUDA_ARCHS=unit_archs["_C"],
-        ABI_FLAVOUR="abi3" if limited else "cpython",
+        ABI_FLAVOUR=flavour,
         PY_LIMITED_API="cp310" if torch_version >= (2, 10) else "cp39",
         OPTIONAL_PATHS={"fp8_archs": unit_archs.get("_C_fp8", ()),
                         "fp8_pv_f16_accum": f16_accum and "_C_fp8" in unit_archs},
@@ -269,6 +312,7 @@ def build_info_source():
         ("TORCH_VERSION", BUILD_FACTS.get("TORCH_VERSION")),
         ("CUDA_VERSION", BUILD_FACTS.get("CUDA_VERSION")),
         ("CUDA_ARCHS", BUILD_FACTS.get("CUDA_ARCHS", ())),
+        ("TORCH_BUILT_WITH", BUILD_FACTS.get("TORCH_BUILT_WITH")),
         ("ABI_FLAVOUR", BUILD_FACTS.get("ABI_FLAVOUR", "none")),
         ("COMPILED_EXTENSION", compiled),
         ("OPTIONAL_PATHS", BUILD_FACTS.get("OPTIONAL_PATHS", {})),
@@ -341,5 +385,5 @@ setup(
     ext_modules=EXT_MODULES,
     cmdclass=_cmdclass(),
     options=({"bdist_wheel": {"py_limited_api": BUILD_FACTS["PY_LIMITED_API"]}}
-             if BUILD_FACTS.get("ABI_FLAVOUR") == "abi3" else {}),
+             if BUILD_FACTS.get("ABI_FLAVOUR") in ("abi3", "stable") else {}),
 )

@@ -24,16 +24,13 @@
 // contributes zeros. Causal masking is top-left aligned (query i sees keys j <= i), as in SDPA.
 #pragma once
 
-#include <ATen/ATen.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include <cfloat>
 #include <climits>
 #include <type_traits>
 
 #include "ptx.cuh"
+#include "torch_api.h"
 
 // m16 row tiles per warp for D 64 and 128 (overridable for measurements, docs/perf-notes.md).
 #ifndef SAGE_M_TILES_64
@@ -522,37 +519,37 @@ void launch_attention(const AttnParams& p, int B, cudaStream_t stream) {
   auto kernel = attention_kernel<D_PAD, CAUSAL, PV, VT>;
   constexpr int smem = SmemLayout<D_PAD, PV>::bytes;
   if (smem > 48 * 1024) {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    SAGE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   }
   dim3 grid((p.Nq + kCtaQ<D_PAD> - 1) / kCtaQ<D_PAD>, p.Hq, B);
   kernel<<<grid, kWarps * 32, smem, stream>>>(p);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  SAGE_LAUNCH_CHECK();
 }
 
 // Checks shared by both ops (shapes and dtypes of the quantized inputs).
-inline void check_quantized(const at::Tensor& q8, const at::Tensor& q_scale, const at::Tensor& k8,
-                            const at::Tensor& k_scale, int64_t nq, bool per_thread,
+inline void check_quantized(const Tensor& q8, const Tensor& q_scale, const Tensor& k8,
+                            const Tensor& k_scale, int64_t nq, bool per_thread,
                             const char* op) {
-  TORCH_CHECK(q8.is_cuda() && k8.is_cuda(), op, ": q8 and k8 must be CUDA tensors");
-  TORCH_CHECK(q8.scalar_type() == at::kChar && k8.scalar_type() == at::kChar, op,
+  SAGE_CHECK(q8.is_cuda() && k8.is_cuda(), op, ": q8 and k8 must be CUDA tensors");
+  SAGE_CHECK(q8.scalar_type() == kInt8 && k8.scalar_type() == kInt8, op,
               ": q8 and k8 must be int8");
-  TORCH_CHECK(q8.dim() == 4 && k8.dim() == 4 && q8.is_contiguous() && k8.is_contiguous(), op,
+  SAGE_CHECK(q8.dim() == 4 && k8.dim() == 4 && q8.is_contiguous() && k8.is_contiguous(), op,
               ": q8 and k8 must be contiguous [B, H, N_pad, D_pad]");
-  TORCH_CHECK(q_scale.scalar_type() == at::kFloat && k_scale.scalar_type() == at::kFloat &&
+  SAGE_CHECK(q_scale.scalar_type() == kFloat && k_scale.scalar_type() == kFloat &&
                   q_scale.is_contiguous() && k_scale.is_contiguous(),
               op, ": scales must be contiguous float32");
   const int64_t B = q8.size(0), Hq = q8.size(1), nq_pad = q8.size(2), d_pad = q8.size(3);
   const int64_t Hkv = k8.size(1), nk_pad = k8.size(2);
-  TORCH_CHECK(d_pad == 64 || d_pad == 128, op, ": padded head dim must be 64 or 128, got ", d_pad);
-  TORCH_CHECK(k8.size(0) == B && k8.size(3) == d_pad, op, ": k8 must match q8 in batch and D");
-  TORCH_CHECK(Hkv > 0 && Hq % Hkv == 0, op, ": q heads must be a multiple of k heads");
-  TORCH_CHECK(nq_pad % kQPad == 0 && nq >= 0 && nq <= nq_pad, op,
+  SAGE_CHECK(d_pad == 64 || d_pad == 128, op, ": padded head dim must be 64 or 128, got ", d_pad);
+  SAGE_CHECK(k8.size(0) == B && k8.size(3) == d_pad, op, ": k8 must match q8 in batch and D");
+  SAGE_CHECK(Hkv > 0 && Hq % Hkv == 0, op, ": q heads must be a multiple of k heads");
+  SAGE_CHECK(nq_pad % kQPad == 0 && nq >= 0 && nq <= nq_pad, op,
               ": q8 rows must be padded to a multiple of ", kQPad, " covering nq");
-  TORCH_CHECK(nk_pad % kCtaK == 0, op, ": k8 rows must be padded to a multiple of ", kCtaK);
-  TORCH_CHECK(B <= 65535 && Hq <= 65535, op, ": batch and heads must each be <= 65535");
-  TORCH_CHECK(q_scale.numel() == B * Hq * (nq_pad / 32) * (per_thread ? 8 : 1), op,
+  SAGE_CHECK(nk_pad % kCtaK == 0, op, ": k8 rows must be padded to a multiple of ", kCtaK);
+  SAGE_CHECK(B <= 65535 && Hq <= 65535, op, ": batch and heads must each be <= 65535");
+  SAGE_CHECK(q_scale.numel() == B * Hq * (nq_pad / 32) * (per_thread ? 8 : 1), op,
               ": q_scale has the wrong size for this granularity");
-  TORCH_CHECK(k_scale.numel() == B * Hkv * (nk_pad / kCtaK) * (per_thread ? 4 : 1), op,
+  SAGE_CHECK(k_scale.numel() == B * Hkv * (nk_pad / kCtaK) * (per_thread ? 4 : 1), op,
               ": k_scale has the wrong size for this granularity");
 }
 

@@ -18,42 +18,42 @@ void dispatch_pv(const AttnParams& p, int B, int64_t pv_mode, bool bf16, cudaStr
 }
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> attn_int8_fp16(const at::Tensor& q8, const at::Tensor& q_scale,
-                                                  const at::Tensor& k8, const at::Tensor& k_scale,
-                                                  const at::Tensor& v, int64_t nq, bool nhd,
-                                                  bool causal, bool per_thread, int64_t pv_mode,
-                                                  bool return_lse) {
+std::tuple<Tensor, Tensor> attn_int8_fp16(const Tensor& q8, const Tensor& q_scale,
+                                          const Tensor& k8, const Tensor& k_scale,
+                                          const Tensor& v, int64_t nq, bool nhd,
+                                          bool causal, bool per_thread, int64_t pv_mode,
+                                          bool return_lse) {
   const char* op = "attn_int8_fp16";
   check_quantized(q8, q_scale, k8, k_scale, nq, per_thread, op);
-  TORCH_CHECK(pv_mode == kPvF16AccF32 || pv_mode == kPvF16AccF16, op, ": pv_mode must be 0 or 1");
-  TORCH_CHECK(v.is_cuda() && v.dim() == 4, op, ": v must be a CUDA tensor [B, Hkv, Nk, D]");
-  TORCH_CHECK(v.scalar_type() == at::kHalf || v.scalar_type() == at::kBFloat16, op,
+  SAGE_CHECK(pv_mode == kPvF16AccF32 || pv_mode == kPvF16AccF16, op, ": pv_mode must be 0 or 1");
+  SAGE_CHECK(v.is_cuda() && v.dim() == 4, op, ": v must be a CUDA tensor [B, Hkv, Nk, D]");
+  SAGE_CHECK(v.scalar_type() == kHalf || v.scalar_type() == kBFloat16, op,
               ": v must be float16 or bfloat16");
   const int64_t B = q8.size(0), Hq = q8.size(1), d_pad = q8.size(3);
   const int64_t Hkv = v.size(1), Nk = v.size(2), D = v.size(3);
-  TORCH_CHECK(v.size(0) == B && k8.size(1) == Hkv && k8.size(2) >= Nk, op,
+  SAGE_CHECK(v.size(0) == B && k8.size(1) == Hkv && k8.size(2) >= Nk, op,
               ": v must match k8 in batch, heads and keys");
-  TORCH_CHECK(D <= d_pad && D % 8 == 0 && d_pad - D < 64, op,
+  SAGE_CHECK(D <= d_pad && D % 8 == 0 && d_pad - D < 64, op,
               ": head dim must be a multiple of 8 that pads to q8's");
-  TORCH_CHECK(v.stride(3) == 1 && v.stride(0) % 8 == 0 && v.stride(1) % 8 == 0 &&
+  SAGE_CHECK(v.stride(3) == 1 && v.stride(0) % 8 == 0 && v.stride(1) % 8 == 0 &&
                   v.stride(2) % 8 == 0 &&
                   reinterpret_cast<uintptr_t>(v.data_ptr()) % 16 == 0,
               op, ": v needs unit channel stride and 16-byte aligned rows");
-  const c10::cuda::CUDAGuard guard(q8.device());
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  at::Tensor out = nhd ? at::empty({B, nq, Hq, D}, v.options())
-                       : at::empty({B, Hq, nq, D}, v.options());
-  at::Tensor lse = at::empty({return_lse ? B : 0, Hq, nq}, v.options().dtype(at::kFloat));
+  const DeviceGuard guard(q8);
+  cudaStream_t stream = current_stream(q8);
+  Tensor out = nhd ? empty_on(v, {B, nq, Hq, D}, v.scalar_type())
+                   : empty_on(v, {B, Hq, nq, D}, v.scalar_type());
+  Tensor lse = empty_on(v, {return_lse ? B : 0, Hq, nq}, kFloat);
   if (nq == 0 || B == 0 || Hq == 0) return {out, lse};
-  TORCH_CHECK(Nk > 0, op, ": need at least one key");
+  SAGE_CHECK(Nk > 0, op, ": need at least one key");
   AttnParams p{};
-  p.q8 = q8.data_ptr<int8_t>();
-  p.q_scale = q_scale.data_ptr<float>();
-  p.k8 = k8.data_ptr<int8_t>();
-  p.k_scale = k_scale.data_ptr<float>();
+  p.q8 = ptr<int8_t>(q8);
+  p.q_scale = ptr<float>(q_scale);
+  p.k8 = ptr<int8_t>(k8);
+  p.k_scale = ptr<float>(k_scale);
   p.v = v.data_ptr();
   p.out = out.data_ptr();
-  p.lse = return_lse ? lse.data_ptr<float>() : nullptr;
+  p.lse = return_lse ? ptr<float>(lse) : nullptr;
   p.v_sb = v.stride(0), p.v_sh = v.stride(1), p.v_sn = v.stride(2);
   const int64_t o_sn = nhd ? Hq * D : D, o_sh = nhd ? D : nq * D;
   p.o_sb = nq * Hq * D, p.o_sh = o_sh, p.o_sn = o_sn;
@@ -61,7 +61,7 @@ std::tuple<at::Tensor, at::Tensor> attn_int8_fp16(const at::Tensor& q8, const at
   p.Nq = static_cast<int>(nq), p.Nk = static_cast<int>(Nk), p.D = static_cast<int>(D);
   p.nq_pad = static_cast<int>(q8.size(2)), p.nk_pad = static_cast<int>(k8.size(2));
   p.per_thread = per_thread;
-  p.out_bf16 = v.scalar_type() == at::kBFloat16;
+  p.out_bf16 = v.scalar_type() == kBFloat16;
   const bool bf16 = p.out_bf16;
   if (d_pad == 64) {
     causal ? dispatch_pv<64, true>(p, B, pv_mode, bf16, stream)

@@ -2,6 +2,9 @@
 // (mean, for smoothing) and the V quantization (mean and the range of V or of V - mean).
 #pragma once
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include <cstdint>
 
 namespace sageattention {
@@ -12,8 +15,11 @@ struct Strides {
 
 constexpr int kStatRows = 8;  // row lanes per block (x 32 channels)
 
-template <typename T>
-__device__ __forceinline__ float to_float(T v) { return static_cast<float>(v); }
+// Element types are the CUDA ones (torch_api.h dispatch_float_types); torch builds with
+// __CUDA_NO_HALF_CONVERSIONS__, so the 16-bit types convert through the intrinsics.
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
 
 // grid (ceil(D / 32), H, B), block (32, kStatRows). mean [B, H, D] always; amax [B, H, D] when
 // not null: max |x - mean| if centered, else max |x|.

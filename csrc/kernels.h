@@ -2,38 +2,38 @@
 // (unit _C_fp8, archs with FP8 tensor cores only).
 #pragma once
 
-#include <ATen/ATen.h>
-
 #include <tuple>
+
+#include "torch_api.h"
 
 namespace sageattention {
 
 // x [B, H, N, D] (fp16 / bf16 / fp32, any strides) -> (int8 [B, H, n_pad, d_pad],
 // fp32 scales [B, H, groups], fp32 channel mean [B, H, D]); see quant.cu.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> quant_int8(const at::Tensor& x, int64_t mode,
-                                                          int64_t n_pad, int64_t d_pad,
-                                                          bool smooth, double scale_mul);
+std::tuple<Tensor, Tensor, Tensor> quant_int8(const Tensor& x, int64_t mode,
+                                              int64_t n_pad, int64_t d_pad,
+                                              bool smooth, double scale_mul);
 
 // INT8 Q·Kᵀ + FP16/BF16 P·V -> (out [B, Hq, nq, D] or [B, nq, Hq, D] if nhd, lse); attn_fp16.cu.
-std::tuple<at::Tensor, at::Tensor> attn_int8_fp16(const at::Tensor& q8, const at::Tensor& q_scale,
-                                                  const at::Tensor& k8, const at::Tensor& k_scale,
-                                                  const at::Tensor& v, int64_t nq, bool nhd,
-                                                  bool causal, bool per_thread, int64_t pv_mode,
-                                                  bool return_lse);
+std::tuple<Tensor, Tensor> attn_int8_fp16(const Tensor& q8, const Tensor& q_scale,
+                                          const Tensor& k8, const Tensor& k_scale,
+                                          const Tensor& v, int64_t nq, bool nhd,
+                                          bool causal, bool per_thread, int64_t pv_mode,
+                                          bool return_lse);
 
 // v [B, H, N, D] -> (e4m3 bytes [B, H, d_pad, n_pad] transposed, scale [B, H, d_pad],
 // mean [B, H, D]); quant_v_fp8.cu.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> quant_v_fp8(const at::Tensor& v, int64_t n_pad,
-                                                           int64_t d_pad, bool smooth,
-                                                           double max_value);
+std::tuple<Tensor, Tensor, Tensor> quant_v_fp8(const Tensor& v, int64_t n_pad,
+                                               int64_t d_pad, bool smooth,
+                                               double max_value);
 
 // INT8 Q·Kᵀ + FP8 P·V; attn_fp8.cu.
-std::tuple<at::Tensor, at::Tensor> attn_int8_fp8(const at::Tensor& q8, const at::Tensor& q_scale,
-                                                 const at::Tensor& k8, const at::Tensor& k_scale,
-                                                 const at::Tensor& v8, const at::Tensor& v_scale,
-                                                 int64_t nq, int64_t nk, int64_t head_dim,
-                                                 bool nhd, bool causal, bool per_thread,
-                                                 int64_t pv_mode, bool return_lse, bool out_bf16);
+std::tuple<Tensor, Tensor> attn_int8_fp8(const Tensor& q8, const Tensor& q_scale,
+                                         const Tensor& k8, const Tensor& k_scale,
+                                         const Tensor& v8, const Tensor& v_scale,
+                                         int64_t nq, int64_t nk, int64_t head_dim,
+                                         bool nhd, bool causal, bool per_thread,
+                                         int64_t pv_mode, bool return_lse, bool out_bf16);
 
 bool fp8_f16_accum_compiled();
 

@@ -5,11 +5,10 @@
 // and the module below only exists so that `import sageattention._C` loads this library. That
 // keeps the extension inside CPython's limited API (one cp39-abi3 wheel per torch/CUDA row).
 #include <Python.h>
-#include <torch/library.h>
-
 #include "kernels.h"
+#include "registration.h"
 
-TORCH_LIBRARY(sageattention_C, m) {
+SAGE_LIBRARY(sageattention_C, m) {
   m.def("quant_int8(Tensor x, int mode, int n_pad, int d_pad, bool smooth, float scale_mul) "
         "-> (Tensor, Tensor, Tensor)");
   m.def("attn_int8_fp16(Tensor q8, Tensor q_scale, Tensor k8, Tensor k_scale, Tensor v, int nq, "
@@ -21,9 +20,9 @@ TORCH_LIBRARY(sageattention_C, m) {
         "int pv_mode, bool return_lse, bool out_bf16) -> (Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(sageattention_C, CUDA, m) {
-  m.impl("quant_int8", &sageattention::quant_int8);
-  m.impl("attn_int8_fp16", &sageattention::attn_int8_fp16);
+SAGE_LIBRARY_IMPL(sageattention_C, CUDA, m) {
+  m.impl("quant_int8", SAGE_KERNEL(sageattention::quant_int8));
+  m.impl("attn_int8_fp16", SAGE_KERNEL(sageattention::attn_int8_fp16));
 }
 
 extern "C" PyObject* PyInit__C(void) {

@@ -14,11 +14,6 @@
 // Layouts (all contiguous, zero padded): x8 int8 [B, H, n_pad, d_pad]; scales fp32
 // [B, H, groups(n_pad)]; mean fp32 [B, H, D] (zeros without smoothing). The input may have any
 // strides; offsets are 64-bit.
-#include <ATen/ATen.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>  // not ATen/cuda/CUDAContext.h: that one needs cuSPARSE headers
-
 #include "channel_stats.cuh"
 #include "kernels.h"
 
@@ -135,38 +130,38 @@ __global__ void quant_int8_kernel(const T* __restrict__ x, Strides s, int N, int
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> quant_int8(const at::Tensor& x, int64_t mode,
-                                                          int64_t n_pad, int64_t d_pad,
-                                                          bool smooth, double scale_mul) {
-  TORCH_CHECK(x.is_cuda(), "quant_int8: x must be a CUDA tensor");
-  TORCH_CHECK(x.dim() == 4, "quant_int8: x must be [B, H, N, D], got ", x.dim(), " dims");
-  TORCH_CHECK(mode >= 0 && mode <= 3, "quant_int8: mode must be 0..3 (sageattention/granularity.py)");
+std::tuple<Tensor, Tensor, Tensor> quant_int8(const Tensor& x, int64_t mode,
+                                              int64_t n_pad, int64_t d_pad,
+                                              bool smooth, double scale_mul) {
+  SAGE_CHECK(x.is_cuda(), "quant_int8: x must be a CUDA tensor");
+  SAGE_CHECK(x.dim() == 4, "quant_int8: x must be [B, H, N, D], got ", x.dim(), " dims");
+  SAGE_CHECK(mode >= 0 && mode <= 3, "quant_int8: mode must be 0..3 (sageattention/granularity.py)");
   const int64_t B = x.size(0), H = x.size(1), N = x.size(2), D = x.size(3);
-  TORCH_CHECK(n_pad % kTile == 0 && n_pad >= N, "quant_int8: n_pad must be a multiple of 64 >= N");
-  TORCH_CHECK(d_pad >= D && d_pad <= 256 && d_pad % 8 == 0,
+  SAGE_CHECK(n_pad % kTile == 0 && n_pad >= N, "quant_int8: n_pad must be a multiple of 64 >= N");
+  SAGE_CHECK(d_pad >= D && d_pad <= 256 && d_pad % 8 == 0,
               "quant_int8: need D <= d_pad <= 256, d_pad a multiple of 8");
-  TORCH_CHECK(B <= 65535 && H <= 65535, "quant_int8: B and H must each be <= 65535");
-  const c10::cuda::CUDAGuard guard(x.device());
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  auto f32 = x.options().dtype(at::kFloat);
-  at::Tensor mean = smooth ? at::empty({B, H, D}, f32) : at::zeros({B, H, D}, f32);
-  at::Tensor y = at::empty({B, H, n_pad, d_pad}, x.options().dtype(at::kChar));
+  SAGE_CHECK(B <= 65535 && H <= 65535, "quant_int8: B and H must each be <= 65535");
+  const DeviceGuard guard(x);
+  cudaStream_t stream = current_stream(x);
+  Tensor mean = smooth ? empty_on(x, {B, H, D}, kFloat) : zeros_on(x, {B, H, D}, kFloat);
+  Tensor y = empty_on(x, {B, H, n_pad, d_pad}, kInt8);
   const int64_t groups = (n_pad / kTile) * groups_per_tile(static_cast<int>(mode));
-  at::Tensor scales = at::empty({B, H, groups}, f32);
+  Tensor scales = empty_on(x, {B, H, groups}, kFloat);
   if (B == 0 || H == 0 || n_pad == 0) return {y, scales, mean};
   const Strides s{x.stride(0), x.stride(1), x.stride(2), x.stride(3)};
   const size_t smem = static_cast<size_t>(kTile) * d_pad * sizeof(float);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "quant_int8", [&] {
+  dispatch_float_types(x.scalar_type(), "quant_int8", [&](auto element) {
+    using scalar_t = decltype(element);
     if (smooth) {
       dim3 grid((D + 31) / 32, H, B), block(32, kStatRows);
       channel_stats_kernel<scalar_t><<<grid, block, 0, stream>>>(
-          x.data_ptr<scalar_t>(), s, static_cast<int>(N), static_cast<int>(D),
-          mean.data_ptr<float>(), nullptr, false);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          ptr<scalar_t>(x), s, static_cast<int>(N), static_cast<int>(D),
+          ptr<float>(mean), nullptr, false);
+      SAGE_LAUNCH_CHECK();
     }
     auto kernel = quant_int8_kernel<scalar_t>;
     if (smem > 48 * 1024) {
-      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+      SAGE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           static_cast<int>(smem)));
     }
     dim3 grid(n_pad / kTile, H, B);
@@ -175,11 +170,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> quant_int8(const at::Tensor& x, i
     const bool vec = s.d == 1 && s.n % per16 == 0 && s.h % per16 == 0 && s.b % per16 == 0 &&
                      reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
     kernel<<<grid, kThreads, smem, stream>>>(
-        x.data_ptr<scalar_t>(), s, static_cast<int>(N), static_cast<int>(D),
-        static_cast<int>(d_pad), smooth ? mean.data_ptr<float>() : nullptr,
+        ptr<scalar_t>(x), s, static_cast<int>(N), static_cast<int>(D),
+        static_cast<int>(d_pad), smooth ? ptr<float>(mean) : nullptr,
         static_cast<int>(mode), static_cast<int>(n_pad), static_cast<float>(scale_mul), vec,
-        y.data_ptr<int8_t>(), scales.data_ptr<float>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        ptr<int8_t>(y), ptr<float>(scales));
+    SAGE_LAUNCH_CHECK();
   });
   return {y, scales, mean};
 }

@@ -31,7 +31,10 @@ import matrix
 
 ROOT = matrix.ROOT
 GIB = 1024 ** 3
-GIB_PER_JOB = 4  # one nvcc job with --threads 2 peaks near 3-4 GiB on the attention units
+# Memory per nvcc process and per extra --threads thread: the largest process of the five-arch
+# build peaked at 1.2 GB (benchmarks/results/logs/wheel-build-device.txt); kept at 2x that.
+GIB_PER_JOB = 4
+GIB_PER_THREAD = 2
 # Libraries the repair tools must leave to the installed torch (shared/FACTS.md).
 LINUX_EXCLUDES = ("libc10*", "libtorch*", "libcudart.so*", "libcuda.so*")
 WINDOWS_EXCLUDES = ("c10.dll", "c10_cuda.dll", "torch.dll", "torch_cpu.dll", "torch_cuda.dll",
@@ -58,28 +61,44 @@ class Plan:
         return "\n".join(lines)
 
 
-def parallelism(cores: int | None = None, mem_bytes: int | None = None) -> tuple:
-    """(MAX_JOBS, NVCC_THREADS) from the cores and memory of the build machine."""
+def sources_per_unit() -> int:
+    """The most source files of one compiled unit (csrc/ or csrc/fp8/): setuptools builds the
+    units one after the other, so more parallel jobs than that sit idle."""
+    counts = [len([f for f in folder.iterdir() if f.suffix in (".cu", ".cpp")])
+              for folder in (ROOT / "csrc", ROOT / "csrc" / "fp8") if folder.is_dir()]
+    return max(counts + [1])
+
+
+def parallelism(cores: int | None = None, mem_bytes: int | None = None, n_archs: int = 5,
+                n_sources: int | None = None) -> tuple:
+    """(MAX_JOBS, NVCC_THREADS) from the cores and memory of the build machine: one job per
+    source file of a unit, the remaining cores to nvcc's per-arch threads (--threads compiles
+    the -gencode targets of one file in parallel)."""
     cores = cores or os.cpu_count() or 1
     if mem_bytes is None:
         try:
             mem_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         except (ValueError, OSError, AttributeError):  # Windows: no sysconf
             mem_bytes = 8 * GIB
-    jobs = max(1, min(cores, mem_bytes // (GIB_PER_JOB * GIB)))
-    threads = max(1, min(4, cores // jobs))
+    n_sources = n_sources or sources_per_unit()
+    jobs = max(1, min(cores, n_sources, mem_bytes // (GIB_PER_JOB * GIB)))
+    threads = max(1, min(n_archs, cores // jobs, mem_bytes // (jobs * GIB_PER_THREAD * GIB)))
     return int(jobs), int(threads)
 
 
 def make_plan(row: matrix.Row, out: Path, python: str = sys.executable, archs=None,
               cores=None, mem_bytes=None) -> Plan:
-    jobs, threads = parallelism(cores, mem_bytes)
+    jobs, threads = parallelism(cores, mem_bytes, n_archs=len(archs or row.archs))
     env = {
         "TORCH_CUDA_ARCH_LIST": " ".join(archs or row.archs),
         "MAX_JOBS": str(jobs),
         "NVCC_THREADS": str(threads),
         "SAGEATTENTION_LOCAL_VERSION": row.local_version,
+        "SAGEATTENTION_ABI": row.abi,
     }
+    if row.abi == "stable":
+        # The oldest torch the binary must run on: stable APIs newer than that stay hidden.
+        env["SAGEATTENTION_TORCH_TARGET"] = row.torch_minor
     if row.platform == "windows":
         # torch 2.10's cpp_extension refuses an active MSVC developer prompt without it.
         env["DISTUTILS_USE_SDK"] = "1"
@@ -172,7 +191,12 @@ def toolchain_mismatch(row: matrix.Row, have_platform: str, have_torch: str,
     if have_platform != row.platform:
         why.append(f"the row is for {row.platform}, this machine runs {have_platform}")
     base = re.match(r"\d+\.\d+\.\d+", have_torch)
-    if base is None or base.group(0) != row.torch:
+    if row.abi == "stable":
+        # Built against any torch >= the target: TORCH_TARGET_VERSION hides newer APIs.
+        if base is None or Version(base.group(0)) < Version(row.torch):
+            why.append(f"the row (stable ABI) needs torch {row.torch} or newer to build against, "
+                       f"installed is {have_torch}")
+    elif base is None or base.group(0) != row.torch:
         why.append(f"the row needs torch {row.torch}, installed is {have_torch}")
     variant = "cu" + have_cuda.replace(".", "") if have_cuda else "cpu"
     if variant != row.cuda:
@@ -219,13 +243,6 @@ def main(argv=None) -> int:
     print(plan.render(), flush=True)
     if args.dry_run:
         return 0
-    if row.abi == "stable":
-        # The rows exist so that CI and the docs know the target; the extension does not use
-        # the libtorch stable ABI yet, and a regular build would be mislabelled "andhigher".
-        print(f"refusing to build row {row.id}: abi stable is not implemented by the extension "
-              "yet (csrc/ uses the regular torch C++ API); build an abi3 row instead",
-              file=sys.stderr)
-        return 2
     try:
         import torch
     except ImportError:

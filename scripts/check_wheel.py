@@ -114,6 +114,49 @@ def gpu_code_problems(lib: str, data: bytes, want: list) -> tuple:
     return problems, notes
 
 
+# Itanium-mangled names from torch's C++ namespaces (c10::, at::, torch::), and MSVC-mangled
+# imports (they start with "?"): a stable-ABI binary may call only torch's C shim.
+TORCH_CXX_SYMBOL = re.compile(r"^_ZN?K?(?:St)?\d*(?:3c10|2at|5torch)")
+
+
+def undefined_elf_symbols(data: bytes) -> list | None:
+    """Undefined dynamic symbols of an ELF file (pyelftools), or None where it is missing."""
+    try:
+        from elftools.elf.elffile import ELFFile
+    except ImportError:
+        return None
+    elf = ELFFile(io.BytesIO(data))
+    table = elf.get_section_by_name(".dynsym")
+    if table is None:
+        return []
+    return [sym.name for sym in table.iter_symbols()
+            if sym.name and sym["st_shndx"] == "SHN_UNDEF"]
+
+
+def stable_abi_problems(lib: str, data: bytes) -> tuple:
+    """(problems, notes): a stable-ABI unit must not call torch's C++ API."""
+    if lib.endswith(".so"):
+        symbols = undefined_elf_symbols(data)
+        if symbols is None:
+            return [], [f"pyelftools not installed: {lib} not checked for torch C++ symbols"]
+        bad = [name for name in symbols if TORCH_CXX_SYMBOL.match(name)]
+    else:
+        try:
+            import pefile
+        except ImportError:
+            return [], [f"pefile not installed: {lib} not checked for torch C++ symbols"]
+        pe = pefile.PE(data=data, fast_load=True)
+        pe.parse_data_directories(
+            directories=[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_IMPORT"]])
+        bad = [imp.name.decode() for entry in getattr(pe, "DIRECTORY_ENTRY_IMPORT", [])
+               if entry.dll.decode().lower().startswith(("c10", "torch"))
+               for imp in entry.imports if imp.name and imp.name.startswith(b"?")]
+    if bad:
+        return [f"{lib} is built for the stable ABI but calls torch's C++ API ({len(bad)} "
+                f"symbols, e.g. {', '.join(bad[:3])}): it would break on other torch versions"], []
+    return [], [f"{Path(lib).name}: stable ABI, no torch C++ symbols"]
+
+
 def needed_libraries(data: bytes) -> list | None:
     """ELF NEEDED entries (readelf), or None where readelf is missing."""
     readelf = shutil.which("readelf")
@@ -280,6 +323,10 @@ def check(wheel: Path, row: matrix.Row | None, archs: list | None) -> tuple:
             found, more = gpu_code_problems(lib, lib_data[lib], want)
             problems += found
             notes += more
+            if info.get("ABI_FLAVOUR") == "stable":
+                found, more = stable_abi_problems(lib, lib_data[lib])
+                problems += found
+                notes += more
     if row is not None:
         if version.local != row.local_version:
             problems.append(f"local version {version.local} is not the row's {row.local_version}")

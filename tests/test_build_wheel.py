@@ -28,6 +28,8 @@ def test_dry_run_plan_of_every_row(row, tmp_path):
     out = proc.stdout
     assert f"TORCH_CUDA_ARCH_LIST={' '.join(row.archs)}" in out
     assert f"SAGEATTENTION_LOCAL_VERSION={row.local_version}" in out
+    assert f"SAGEATTENTION_ABI={row.abi}" in out
+    assert ("SAGEATTENTION_TORCH_TARGET=" in out) == (row.abi == "stable")
     assert ("DISTUTILS_USE_SDK=1" in out) == (row.platform == "windows")
     assert "--no-build-isolation" in out  # built against the installed torch, never replacing it
     name = row.wheel_names(matrix.package_version())[0]
@@ -44,10 +46,13 @@ def test_dry_run_plan_of_every_row(row, tmp_path):
 
 def test_parallelism_follows_cores_and_memory():
     gib = 1024 ** 3
-    assert build_wheel.parallelism(16, 128 * gib) == (16, 1)
-    assert build_wheel.parallelism(16, 24 * gib) == (6, 2)
-    assert build_wheel.parallelism(2, 24 * gib) == (2, 1)
-    assert build_wheel.parallelism(8, 2 * gib) == (1, 4)
+    # Three sources per unit: 16 cores go to 3 jobs x 5 per-arch nvcc threads.
+    assert build_wheel.parallelism(16, 128 * gib, n_archs=5, n_sources=3) == (3, 5)
+    assert build_wheel.parallelism(16, 128 * gib, n_archs=1, n_sources=3) == (3, 1)
+    assert build_wheel.parallelism(16, 24 * gib, n_archs=5, n_sources=3) == (3, 4)  # memory
+    assert build_wheel.parallelism(2, 24 * gib, n_archs=5, n_sources=3) == (2, 1)
+    assert build_wheel.parallelism(8, 2 * gib, n_archs=5, n_sources=3) == (1, 1)
+    assert build_wheel.sources_per_unit() == 3  # csrc/: quant.cu, attn_fp16.cu, ops.cpp
 
 
 def test_mismatched_toolchain_is_refused_with_both_sides():
@@ -86,8 +91,34 @@ def test_local_version_is_validated_by_setup(tmp_path):
     assert proc.returncode != 0 and "not a PEP 440 local version" in proc.stdout
 
 
-def test_stable_abi_rows_are_refused_until_the_extension_supports_them():
-    row = next(r for r in _rows() if r.abi == "stable")
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_wheel.py"), "--row", row.id],
-                          capture_output=True, text=True, check=False)
-    assert proc.returncode == 2 and "abi stable is not implemented" in proc.stderr
+def test_stable_rows_target_their_torch_and_build_against_any_later_one():
+    row = next(r for r in _rows() if r.id == "linux-torch2.10-stable-cu130")
+    plan = build_wheel.make_plan(row, Path("/tmp/out"))
+    assert plan.env["SAGEATTENTION_ABI"] == "stable"
+    assert plan.env["SAGEATTENTION_TORCH_TARGET"] == "2.10"
+    assert plan.wheel.startswith("sageattention-") and "+cu130torch2.10andhigher-" in plan.wheel
+    # Any torch >= the target may be built against; an older one is refused.
+    assert build_wheel.toolchain_mismatch(row, "linux", "2.14.1+cu130", "13.0", "13.0") == []
+    assert build_wheel.toolchain_mismatch(row, "linux", "2.10.0+cu130", "13.0", "13.0") == []
+    why = build_wheel.toolchain_mismatch(row, "linux", "2.9.1+cu130", "13.0", "13.0")
+    assert why == ["the row (stable ABI) needs torch 2.10.0 or newer to build against, installed "
+                   "is 2.9.1+cu130"]
+
+
+@pytest.mark.skipif(__import__("shutil").which("nvcc") is None, reason="needs nvcc")
+@pytest.mark.parametrize("env, message", [
+    ({"SAGEATTENTION_ABI": "limited"}, "SAGEATTENTION_ABI='limited': use one of cpython, abi3, stable"),
+    ({"SAGEATTENTION_ABI": "stable", "SAGEATTENTION_TORCH_TARGET": "2.9"},
+     "SAGEATTENTION_TORCH_TARGET='2.9': give the oldest torch"),
+    ({"SAGEATTENTION_ABI": "stable", "SAGEATTENTION_TORCH_TARGET": "3.0"},
+     "SAGEATTENTION_TORCH_TARGET='3.0': give the oldest torch"),
+])
+def test_bad_abi_settings_stop_the_build_with_what_to_set(env, message):
+    import torch
+
+    if torch.version.cuda is None:
+        pytest.skip("needs a CUDA build of torch")
+    proc = subprocess.run([sys.executable, "setup.py", "--version"], cwd=ROOT, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          env={**__import__("os").environ, **env}, check=False)
+    assert proc.returncode != 0 and message in proc.stdout, proc.stdout[-2000:]

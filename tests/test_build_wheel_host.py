@@ -1,5 +1,6 @@
-"""End to end on this machine: build the host row's wheel for real (one arch), check its name,
-tags and contents, install it into a fresh venv and load the op library without a GPU.
+"""End to end on this machine: build the host row's wheel and the stable-ABI row's wheel for
+real (one arch each), check their names, tags and contents, install each into a fresh venv and
+load the op library without a GPU.
 
 Skipped without nvcc or a CUDA build of torch; SAGEATTENTION_SKIP_BUILD_TEST=1 skips it.
 """
@@ -24,15 +25,17 @@ pytestmark = pytest.mark.skipif(
     reason="needs nvcc and a CUDA build of torch (or SAGEATTENTION_SKIP_BUILD_TEST=1)")
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory):
+STABLE_ROW = "linux-torch2.10-stable-cu130"
+
+
+def _build(tmp_path_factory, *which):
     src = tmp_path_factory.mktemp("wheel") / "repo"
     stage_sources(src)  # the checkout without build outputs (scripts/build_wheel.py)
     out = src / "wheelhouse"
     # A stale in-place build for other archs must not end up in the wheel (it is staged out).
     (src / "sageattention" / "_C_fp8.abi3.so").write_bytes(b"stale binary of another build")
     env = dict(os.environ, MAX_JOBS=os.environ.get("MAX_JOBS", "2"))
-    proc = subprocess.run([sys.executable, "scripts/build_wheel.py", "--host", "--archs", "8.0",
+    proc = subprocess.run([sys.executable, "scripts/build_wheel.py", *which, "--archs", "8.0",
                            "--out", str(out)], cwd=src, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=1800, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:]
@@ -41,6 +44,17 @@ def wheel(tmp_path_factory):
     wheels = list(out.glob("sageattention-*.whl"))
     assert len(wheels) == 1, wheels
     return wheels[0]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    return _build(tmp_path_factory, "--host")
+
+
+@pytest.fixture(scope="module")
+def stable_wheel(tmp_path_factory):
+    # Built against this machine's torch (2.14.1) for every torch from 2.10 on.
+    return _build(tmp_path_factory, "--row", STABLE_ROW)
 
 
 def test_name_tags_and_contents(wheel):
@@ -66,7 +80,21 @@ def test_name_tags_and_contents(wheel):
     assert "COMPILED_EXTENSION = True" in info and "CUDA_ARCHS = ('8.0',)" in info
 
 
-def test_installs_into_a_fresh_venv_and_loads(wheel, tmp_path):
+def test_stable_wheel_name_and_build_info(stable_wheel):
+    from packaging.utils import parse_wheel_filename
+
+    _name, version, _, tags = parse_wheel_filename(stable_wheel.name)
+    assert version.local == "cu130torch2.10andhigher"
+    assert {(t.interpreter, t.abi) for t in tags} == {("cp310", "abi3")}
+    with zipfile.ZipFile(stable_wheel) as z:
+        info = z.read("sageattention/_build_info.py").decode()
+    assert "ABI_FLAVOUR = 'stable'" in info and "TORCH_VERSION = '2.10.0'" in info
+    assert f"TORCH_BUILT_WITH = '{torch.__version__.split('+')[0]}'" in info
+
+
+@pytest.mark.parametrize("which", ["wheel", "stable_wheel"])
+def test_installs_into_a_fresh_venv_and_loads(which, request, tmp_path):
+    wheel = request.getfixturevalue(which)
     venv = tmp_path / "venv"
     # System site packages provide torch; the wheel itself goes into the fresh venv only.
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
@@ -101,6 +129,23 @@ def test_check_wheel_accepts_the_host_wheel(wheel):
     assert "_C.abi3.so: cubins sm 8.0" in proc.stdout
     if shutil.which("abi3audit"):
         assert "abi3audit: ok" in proc.stdout
+
+
+def test_check_wheel_accepts_the_stable_wheel(stable_wheel):
+    proc = _check_wheel(str(stable_wheel), "--row", STABLE_ROW, "--archs", "8.0")
+    assert proc.returncode == 0, proc.stdout
+    assert "_C.abi3.so: stable ABI, no torch C++ symbols" in proc.stdout
+
+
+def test_check_wheel_catches_a_regular_build_in_a_stable_wheel(wheel, stable_wheel, tmp_path):
+    # The ATen build's _C (tied to one torch) packaged as if it were the stable one.
+    with zipfile.ZipFile(wheel) as z:
+        member = next(n for n in z.namelist() if n.startswith("sageattention/_C."))
+        regular = z.read(member)
+    swapped = _replace_member(stable_wheel, tmp_path / stable_wheel.name, member, regular)
+    proc = _check_wheel(str(swapped))
+    assert proc.returncode == 1
+    assert "is built for the stable ABI but calls torch's C++ API" in proc.stdout, proc.stdout
 
 
 def test_check_wheel_names_every_mismatch_with_another_row(wheel):

@@ -75,10 +75,10 @@ def test_cli_format_and_exit_status():
 def test_unknown_torch_asks_for_a_rule(tmp_path):
     path = tmp_path / "m.yaml"
     path.write_text('rows:\n  - {id: x, platform: linux, python: abi3, python_min: cp310, '
-                    'torch: "2.11.0", cuda: cu130, toolkit: "13.0", triton: "triton==3.6.*", '
+                    'torch: "2.12.0", cuda: cu130, toolkit: "13.0", triton: "triton==3.6.*", '
                     'abi: abi3}\n')
     _, found = _problems(path)
-    assert "torch 2.11 has no entry in scripts/compat_rules.yaml" in found[(2, "x")]
+    assert "torch 2.12 has no entry in scripts/compat_rules.yaml" in found[(2, "x")]
 
 
 @pytest.mark.parametrize("spec,ok", [("triton-windows<3.5", True), ("triton-windows>=3.4,<3.5", True),

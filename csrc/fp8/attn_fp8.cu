@@ -25,46 +25,47 @@ void dispatch_pv(const AttnParams& p, int B, int64_t pv_mode, cudaStream_t strea
 
 bool fp8_f16_accum_compiled() { return SAGE_FP8_F16_ACCUM != 0; }
 
-std::tuple<at::Tensor, at::Tensor> attn_int8_fp8(const at::Tensor& q8, const at::Tensor& q_scale,
-                                                 const at::Tensor& k8, const at::Tensor& k_scale,
-                                                 const at::Tensor& v8, const at::Tensor& v_scale,
-                                                 int64_t nq, int64_t nk, int64_t head_dim,
-                                                 bool nhd, bool causal, bool per_thread,
-                                                 int64_t pv_mode, bool return_lse, bool out_bf16) {
+std::tuple<Tensor, Tensor> attn_int8_fp8(const Tensor& q8, const Tensor& q_scale,
+                                         const Tensor& k8, const Tensor& k_scale,
+                                         const Tensor& v8, const Tensor& v_scale,
+                                         int64_t nq, int64_t nk, int64_t head_dim,
+                                         bool nhd, bool causal, bool per_thread,
+                                         int64_t pv_mode, bool return_lse, bool out_bf16) {
   const char* op = "attn_int8_fp8";
   check_quantized(q8, q_scale, k8, k_scale, nq, per_thread, op);
-  TORCH_CHECK(pv_mode == kPvF8AccF32 || pv_mode == kPvF8AccF32F32 || pv_mode == kPvF8AccF16, op,
+  SAGE_CHECK(pv_mode == kPvF8AccF32 || pv_mode == kPvF8AccF32F32 || pv_mode == kPvF8AccF16, op,
               ": pv_mode must be 2, 3 or 4");
-  TORCH_CHECK(pv_mode != kPvF8AccF16 || SAGE_FP8_F16_ACCUM, op,
+  SAGE_CHECK(pv_mode != kPvF8AccF16 || SAGE_FP8_F16_ACCUM, op,
               ": this build has no fp16-accumulating FP8 MMA (needs nvcc >= 12.8); use pv_mode 3");
   const int64_t B = q8.size(0), Hq = q8.size(1), d_pad = q8.size(3);
   const int64_t Hkv = k8.size(1), nk_pad = k8.size(2);
-  TORCH_CHECK(v8.is_cuda() && v8.scalar_type() == at::kByte && v8.is_contiguous() &&
+  SAGE_CHECK(v8.is_cuda() && v8.scalar_type() == kUInt8 && v8.is_contiguous() &&
                   v8.dim() == 4 && v8.size(0) == B && v8.size(1) == Hkv && v8.size(2) == d_pad &&
                   v8.size(3) == nk_pad,
               op, ": v8 must be contiguous uint8 [B, Hkv, D_pad, Nk_pad] (quant_v_fp8)");
-  TORCH_CHECK(v_scale.scalar_type() == at::kFloat && v_scale.is_contiguous() &&
+  SAGE_CHECK(v_scale.scalar_type() == kFloat && v_scale.is_contiguous() &&
                   v_scale.numel() == B * Hkv * d_pad,
               op, ": v_scale must be contiguous float32 [B, Hkv, D_pad]");
-  TORCH_CHECK(nk > 0 && nk <= nk_pad, op, ": need 0 < nk <= padded keys");
-  TORCH_CHECK(head_dim > 0 && head_dim <= d_pad && head_dim % 2 == 0, op,
+  SAGE_CHECK(nk > 0 && nk <= nk_pad, op, ": need 0 < nk <= padded keys");
+  SAGE_CHECK(head_dim > 0 && head_dim <= d_pad && head_dim % 2 == 0, op,
               ": head_dim must be even and <= the padded head dim");
-  const c10::cuda::CUDAGuard guard(q8.device());
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  auto opts = q_scale.options().dtype(out_bf16 ? at::kBFloat16 : at::kHalf);
+  const DeviceGuard guard(q8);
+  cudaStream_t stream = current_stream(q8);
+  const ScalarType out_dtype = out_bf16 ? kBFloat16 : kHalf;
   const int64_t D = head_dim;
-  at::Tensor out = nhd ? at::empty({B, nq, Hq, D}, opts) : at::empty({B, Hq, nq, D}, opts);
-  at::Tensor lse = at::empty({return_lse ? B : 0, Hq, nq}, opts.dtype(at::kFloat));
+  Tensor out = nhd ? empty_on(q_scale, {B, nq, Hq, D}, out_dtype)
+                   : empty_on(q_scale, {B, Hq, nq, D}, out_dtype);
+  Tensor lse = empty_on(q_scale, {return_lse ? B : 0, Hq, nq}, kFloat);
   if (nq == 0 || B == 0 || Hq == 0) return {out, lse};
   AttnParams p{};
-  p.q8 = q8.data_ptr<int8_t>();
-  p.q_scale = q_scale.data_ptr<float>();
-  p.k8 = k8.data_ptr<int8_t>();
-  p.k_scale = k_scale.data_ptr<float>();
+  p.q8 = ptr<int8_t>(q8);
+  p.q_scale = ptr<float>(q_scale);
+  p.k8 = ptr<int8_t>(k8);
+  p.k_scale = ptr<float>(k_scale);
   p.v = v8.data_ptr();
-  p.v_scale = v_scale.data_ptr<float>();
+  p.v_scale = ptr<float>(v_scale);
   p.out = out.data_ptr();
-  p.lse = return_lse ? lse.data_ptr<float>() : nullptr;
+  p.lse = return_lse ? ptr<float>(lse) : nullptr;
   const int64_t o_sn = nhd ? Hq * D : D, o_sh = nhd ? D : nq * D;
   p.o_sb = nq * Hq * D, p.o_sh = o_sh, p.o_sn = o_sn;
   p.Hq = static_cast<int>(Hq), p.Hkv = static_cast<int>(Hkv);

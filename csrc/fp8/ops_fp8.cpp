@@ -3,13 +3,12 @@
 // GPU without them never has these kernels registered (sageattention/ops.py knows from
 // _build_info which archs this unit covers).
 #include <Python.h>
-#include <torch/library.h>
-
 #include "kernels.h"
+#include "registration.h"
 
-TORCH_LIBRARY_IMPL(sageattention_C, CUDA, m) {
-  m.impl("quant_v_fp8", &sageattention::quant_v_fp8);
-  m.impl("attn_int8_fp8", &sageattention::attn_int8_fp8);
+SAGE_LIBRARY_IMPL(sageattention_C, CUDA, m) {
+  m.impl("quant_v_fp8", SAGE_KERNEL(sageattention::quant_v_fp8));
+  m.impl("attn_int8_fp8", SAGE_KERNEL(sageattention::attn_int8_fp8));
 }
 
 extern "C" PyObject* PyInit__C_fp8(void) {

@@ -11,10 +11,6 @@
 // scale fp32 [B, H, d_pad] = range / max_value (448 for e4m3's full range; 2.25 where the
 // fp16-accumulating MMA must not overflow: 64 keys * 448 * 2.25 < 65504); padding channels
 // have scale 0. mean fp32 [B, H, D] (zeros without smoothing).
-#include <ATen/ATen.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <cuda_fp8.h>
 
 #include "channel_stats.cuh"
@@ -73,43 +69,43 @@ __global__ void quant_v_fp8_kernel(const T* __restrict__ x, Strides s, int N, in
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> quant_v_fp8(const at::Tensor& v, int64_t n_pad,
-                                                           int64_t d_pad, bool smooth,
-                                                           double max_value) {
-  TORCH_CHECK(v.is_cuda(), "quant_v_fp8: v must be a CUDA tensor");
-  TORCH_CHECK(v.dim() == 4, "quant_v_fp8: v must be [B, H, N, D], got ", v.dim(), " dims");
+std::tuple<Tensor, Tensor, Tensor> quant_v_fp8(const Tensor& v, int64_t n_pad,
+                                               int64_t d_pad, bool smooth,
+                                               double max_value) {
+  SAGE_CHECK(v.is_cuda(), "quant_v_fp8: v must be a CUDA tensor");
+  SAGE_CHECK(v.dim() == 4, "quant_v_fp8: v must be [B, H, N, D], got ", v.dim(), " dims");
   const int64_t B = v.size(0), H = v.size(1), N = v.size(2), D = v.size(3);
-  TORCH_CHECK(n_pad % kTileKeys == 0 && n_pad >= N,
+  SAGE_CHECK(n_pad % kTileKeys == 0 && n_pad >= N,
               "quant_v_fp8: n_pad must be a multiple of 64 >= N");
-  TORCH_CHECK(d_pad % 16 == 0 && d_pad >= D && d_pad <= 256,
+  SAGE_CHECK(d_pad % 16 == 0 && d_pad >= D && d_pad <= 256,
               "quant_v_fp8: need D <= d_pad <= 256, d_pad a multiple of 16");
-  TORCH_CHECK(max_value > 0 && max_value <= 448, "quant_v_fp8: max_value must be in (0, 448]");
-  TORCH_CHECK(B <= 65535 && H <= 65535, "quant_v_fp8: B and H must each be <= 65535");
-  const c10::cuda::CUDAGuard guard(v.device());
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  auto f32 = v.options().dtype(at::kFloat);
-  at::Tensor mean = at::zeros({B, H, D}, f32);
-  at::Tensor amax = at::empty({B, H, D}, f32);
-  at::Tensor y = at::empty({B, H, d_pad, n_pad}, v.options().dtype(at::kByte));
-  at::Tensor scale = at::empty({B, H, d_pad}, f32);
+  SAGE_CHECK(max_value > 0 && max_value <= 448, "quant_v_fp8: max_value must be in (0, 448]");
+  SAGE_CHECK(B <= 65535 && H <= 65535, "quant_v_fp8: B and H must each be <= 65535");
+  const DeviceGuard guard(v);
+  cudaStream_t stream = current_stream(v);
+  Tensor mean = zeros_on(v, {B, H, D}, kFloat);
+  Tensor amax = empty_on(v, {B, H, D}, kFloat);
+  Tensor y = empty_on(v, {B, H, d_pad, n_pad}, kUInt8);
+  Tensor scale = empty_on(v, {B, H, d_pad}, kFloat);
   if (B == 0 || H == 0 || n_pad == 0) return {y, scale, mean};
   const Strides s{v.stride(0), v.stride(1), v.stride(2), v.stride(3)};
   const size_t smem = static_cast<size_t>(d_pad) * kTileKeys;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.scalar_type(), "quant_v_fp8", [&] {
+  dispatch_float_types(v.scalar_type(), "quant_v_fp8", [&](auto element) {
+    using scalar_t = decltype(element);
     dim3 sgrid((D + 31) / 32, H, B), sblock(32, kStatRows);
     channel_stats_kernel<scalar_t><<<sgrid, sblock, 0, stream>>>(
-        v.data_ptr<scalar_t>(), s, static_cast<int>(N), static_cast<int>(D),
-        mean.data_ptr<float>(), amax.data_ptr<float>(), smooth);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        ptr<scalar_t>(v), s, static_cast<int>(N), static_cast<int>(D),
+        ptr<float>(mean), ptr<float>(amax), smooth);
+    SAGE_LAUNCH_CHECK();
     dim3 grid(n_pad / kTileKeys, H, B);
     quant_v_fp8_kernel<scalar_t><<<grid, kThreads, smem, stream>>>(
-        v.data_ptr<scalar_t>(), s, static_cast<int>(N), static_cast<int>(D),
-        static_cast<int>(d_pad), smooth ? mean.data_ptr<float>() : nullptr,
-        amax.data_ptr<float>(), static_cast<float>(max_value), static_cast<int>(n_pad),
-        y.data_ptr<uint8_t>(), scale.data_ptr<float>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        ptr<scalar_t>(v), s, static_cast<int>(N), static_cast<int>(D),
+        static_cast<int>(d_pad), smooth ? ptr<float>(mean) : nullptr,
+        ptr<float>(amax), static_cast<float>(max_value), static_cast<int>(n_pad),
+        ptr<uint8_t>(y), ptr<float>(scale));
+    SAGE_LAUNCH_CHECK();
   });
-  if (!smooth) mean.zero_();
+  if (!smooth) zero_fill(mean);
   return {y, scale, mean};
 }
 
