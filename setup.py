@@ -240,9 +240,8 @@ def cuda_extensions():
     if stable_target:
         # TORCH_STABLE_ONLY makes any ATen/c10 header an error; TORCH_TARGET_VERSION hides the
         # stable APIs newer than the target, so the binary only calls what that torch exports.
-        stable = ["-DSAGE_STABLE_ABI", "-DTORCH_STABLE_ONLY",
-                  f"-DTORCH_TARGET_VERSION=0x{stable_target[0]:02x}{stable_target[1]:02x}"
-                  "000000000000"]
+        target = f"0x{stable_target[0]:02x}{stable_target[1]:02x}{0:012x}"
+        stable = ["-DSAGE_STABLE_ABI", "-DTORCH_STABLE_ONLY", f"-DTORCH_TARGET_VERSION={target}"]
         cxx += [("/D" + d[2:]) if os.name == "nt" else d for d in stable]
         nvcc_common += stable
     os.environ.setdefault("MAX_JOBS", jobs)

@@ -152,8 +152,9 @@ def stable_abi_problems(lib: str, data: bytes) -> tuple:
                if entry.dll.decode().lower().startswith(("c10", "torch"))
                for imp in entry.imports if imp.name and imp.name.startswith(b"?")]
     if bad:
-        return [f"{lib} is built for the stable ABI but calls torch's C++ API ({len(bad)} "
-                f"symbols, e.g. {', '.join(bad[:3])}): it would break on other torch versions"], []
+        message = (f"{lib} is built for the stable ABI but calls torch's C++ API ({len(bad)} "
+                   f"symbols, e.g. {', '.join(bad[:3])}): it would break on other torch versions")
+        return [message], []
     return [], [f"{Path(lib).name}: stable ABI, no torch C++ symbols"]
 
 

@@ -101,8 +101,8 @@ def test_stable_rows_target_their_torch_and_build_against_any_later_one():
     assert build_wheel.toolchain_mismatch(row, "linux", "2.14.1+cu130", "13.0", "13.0") == []
     assert build_wheel.toolchain_mismatch(row, "linux", "2.10.0+cu130", "13.0", "13.0") == []
     why = build_wheel.toolchain_mismatch(row, "linux", "2.9.1+cu130", "13.0", "13.0")
-    assert why == ["the row (stable ABI) needs torch 2.10.0 or newer to build against, installed "
-                   "is 2.9.1+cu130"]
+    assert why == [("the row (stable ABI) needs torch 2.10.0 or newer to build against, "
+                    "installed is 2.9.1+cu130")]
 
 
 @pytest.mark.skipif(__import__("shutil").which("nvcc") is None, reason="needs nvcc")
