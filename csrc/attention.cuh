@@ -93,6 +93,17 @@ struct SmemLayout {
   static constexpr int bytes = 2 * (k_tile + v_tile);
 };
 
+// Adds an fp16 accumulator (the C fragment of an m16n8 MMA: two __half2) to the fp32 output
+// fragment of the same tile: the per-tile accumulation modes end this way.
+__device__ __forceinline__ void add_f16_acc(float (&o)[4], const uint32_t (&acc)[2]) {
+  const float2 lo = __half22float2(*reinterpret_cast<const __half2*>(&acc[0]));
+  const float2 hi = __half22float2(*reinterpret_cast<const __half2*>(&acc[1]));
+  o[0] += lo.x;
+  o[1] += lo.y;
+  o[2] += hi.x;
+  o[3] += hi.y;
+}
+
 template <int D_PAD, int PV>
 __device__ __forceinline__ void load_k_tile(const AttnParams& p, int8_t* smem, int64_t bhk,
                                             int tile) {
@@ -224,10 +235,10 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
       const int8_t* ks = k_smem + stage * L::k_tile;
 #pragma unroll
       for (int kc = 0; kc < KC; ++kc) {
+        const int mat = lane / 8;
 #pragma unroll
         for (int j = 0; j < 8; j += 2) {
           uint32_t bf[4];
-          const int mat = lane / 8;
           ptx::ldmatrix_x4(bf, ks + (8 * (j + mat / 2) + lane % 8) * L::k_stride + kc * 32 +
                                    (mat % 2) * 16);
 #pragma unroll
@@ -403,14 +414,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-            for (int u = 0; u < 2; ++u) {
-              const float2 lo = __half22float2(*reinterpret_cast<__half2*>(&oh[mt][u][0]));
-              const float2 hi = __half22float2(*reinterpret_cast<__half2*>(&oh[mt][u][1]));
-              o[mt][n + u][0] += lo.x;
-              o[mt][n + u][1] += lo.y;
-              o[mt][n + u][2] += hi.x;
-              o[mt][n + u][3] += hi.y;
-            }
+            for (int u = 0; u < 2; ++u) add_f16_acc(o[mt][n + u], oh[mt][u]);
         }
       }
     } else {
@@ -460,12 +464,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
 #pragma unroll
           for (int u = 0; u < 2; ++u) {
             if constexpr (f16_acc) {
-              const float2 lo = __half22float2(*reinterpret_cast<__half2*>(&oh[mt][u][0]));
-              const float2 hi = __half22float2(*reinterpret_cast<__half2*>(&oh[mt][u][1]));
-              o[mt][n + u][0] += lo.x;
-              o[mt][n + u][1] += lo.y;
-              o[mt][n + u][2] += hi.x;
-              o[mt][n + u][3] += hi.y;
+              add_f16_acc(o[mt][n + u], oh[mt][u]);
             } else if constexpr (two_level) {
 #pragma unroll
               for (int e = 0; e < 4; ++e) o[mt][n + u][e] += ob[mt][u][e];
@@ -551,6 +550,53 @@ inline void check_quantized(const Tensor& q8, const Tensor& q_scale, const Tenso
               ": q_scale has the wrong size for this granularity");
   SAGE_CHECK(k_scale.numel() == B * Hkv * (nk_pad / kCtaK) * (per_thread ? 4 : 1), op,
               ": k_scale has the wrong size for this granularity");
+}
+
+// The output [B, Hq, nq, D] (or [B, nq, Hq, D] with nhd) and the LSE [B, Hq, nq] (empty
+// unless requested), on the device of `like`.
+inline std::tuple<Tensor, Tensor> allocate_outputs(const Tensor& like, int64_t B, int64_t Hq,
+                                                   int64_t nq, int64_t D, bool nhd,
+                                                   ScalarType dtype, bool return_lse) {
+  Tensor out = nhd ? empty_on(like, {B, nq, Hq, D}, dtype) : empty_on(like, {B, Hq, nq, D}, dtype);
+  Tensor lse = empty_on(like, {return_lse ? B : 0, Hq, nq}, kFloat);
+  return {out, lse};
+}
+
+// The kernel parameters both ops fill alike (quantized Q and K, output layout, shapes); the
+// caller adds V's pointer, strides and scales.
+inline AttnParams common_params(const Tensor& q8, const Tensor& q_scale, const Tensor& k8,
+                                const Tensor& k_scale, const Tensor& out, const Tensor& lse,
+                                int64_t nq, int64_t nk, int64_t D, bool nhd, bool per_thread,
+                                bool out_bf16) {
+  const int64_t Hq = q8.size(1);
+  AttnParams p{};
+  p.q8 = ptr<int8_t>(q8);
+  p.q_scale = ptr<float>(q_scale);
+  p.k8 = ptr<int8_t>(k8);
+  p.k_scale = ptr<float>(k_scale);
+  p.out = out.data_ptr();
+  p.lse = lse.numel() > 0 ? ptr<float>(lse) : nullptr;
+  p.o_sb = nq * Hq * D, p.o_sh = nhd ? D : nq * D, p.o_sn = nhd ? Hq * D : D;
+  p.Hq = static_cast<int>(Hq), p.Hkv = static_cast<int>(k8.size(1));
+  p.Nq = static_cast<int>(nq), p.Nk = static_cast<int>(nk), p.D = static_cast<int>(D);
+  p.nq_pad = static_cast<int>(q8.size(2)), p.nk_pad = static_cast<int>(k8.size(2));
+  p.per_thread = per_thread;
+  p.out_bf16 = out_bf16;
+  return p;
+}
+
+// Calls launch(D_PAD, CAUSAL) with both as compile-time constants (std::integral_constant).
+template <typename F>
+void dispatch_shape(int64_t d_pad, bool causal, F&& launch) {
+  using D64 = std::integral_constant<int, 64>;
+  using D128 = std::integral_constant<int, 128>;
+  using Causal = std::true_type;
+  using Full = std::false_type;
+  if (d_pad == 64) {
+    causal ? launch(D64{}, Causal{}) : launch(D64{}, Full{});
+  } else {
+    causal ? launch(D128{}, Causal{}) : launch(D128{}, Full{});
+  }
 }
 
 }  // namespace sageattention

@@ -41,35 +41,17 @@ std::tuple<Tensor, Tensor> attn_int8_fp16(const Tensor& q8, const Tensor& q_scal
               op, ": v needs unit channel stride and 16-byte aligned rows");
   const DeviceGuard guard(q8);
   cudaStream_t stream = current_stream(q8);
-  Tensor out = nhd ? empty_on(v, {B, nq, Hq, D}, v.scalar_type())
-                   : empty_on(v, {B, Hq, nq, D}, v.scalar_type());
-  Tensor lse = empty_on(v, {return_lse ? B : 0, Hq, nq}, kFloat);
+  auto [out, lse] = allocate_outputs(v, B, Hq, nq, D, nhd, v.scalar_type(), return_lse);
   if (nq == 0 || B == 0 || Hq == 0) return {out, lse};
   SAGE_CHECK(Nk > 0, op, ": need at least one key");
-  AttnParams p{};
-  p.q8 = ptr<int8_t>(q8);
-  p.q_scale = ptr<float>(q_scale);
-  p.k8 = ptr<int8_t>(k8);
-  p.k_scale = ptr<float>(k_scale);
+  const bool bf16 = v.scalar_type() == kBFloat16;
+  AttnParams p = common_params(q8, q_scale, k8, k_scale, out, lse, nq, Nk, D, nhd, per_thread,
+                               bf16);
   p.v = v.data_ptr();
-  p.out = out.data_ptr();
-  p.lse = return_lse ? ptr<float>(lse) : nullptr;
   p.v_sb = v.stride(0), p.v_sh = v.stride(1), p.v_sn = v.stride(2);
-  const int64_t o_sn = nhd ? Hq * D : D, o_sh = nhd ? D : nq * D;
-  p.o_sb = nq * Hq * D, p.o_sh = o_sh, p.o_sn = o_sn;
-  p.Hq = static_cast<int>(Hq), p.Hkv = static_cast<int>(Hkv);
-  p.Nq = static_cast<int>(nq), p.Nk = static_cast<int>(Nk), p.D = static_cast<int>(D);
-  p.nq_pad = static_cast<int>(q8.size(2)), p.nk_pad = static_cast<int>(k8.size(2));
-  p.per_thread = per_thread;
-  p.out_bf16 = v.scalar_type() == kBFloat16;
-  const bool bf16 = p.out_bf16;
-  if (d_pad == 64) {
-    causal ? dispatch_pv<64, true>(p, B, pv_mode, bf16, stream)
-           : dispatch_pv<64, false>(p, B, pv_mode, bf16, stream);
-  } else {
-    causal ? dispatch_pv<128, true>(p, B, pv_mode, bf16, stream)
-           : dispatch_pv<128, false>(p, B, pv_mode, bf16, stream);
-  }
+  dispatch_shape(d_pad, causal, [&](auto d_pad_c, auto causal_c) {
+    dispatch_pv<decltype(d_pad_c)::value, decltype(causal_c)::value>(p, B, pv_mode, bf16, stream);
+  });
   return {out, lse};
 }
 

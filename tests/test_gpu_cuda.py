@@ -10,6 +10,7 @@ import os
 
 import pytest
 import torch
+from gpu_inputs import large_qkv_or_skip
 from kernel_model import kernel_model
 
 import sageattention as sa
@@ -201,12 +202,7 @@ def test_non_contiguous_views_and_unaligned_v(seed, spy):
 def test_large_offsets():
     # > 2**31 elements per tensor: offsets overflow int32 unless computed in 64 bits.
     B, H, N, D = 1030, 64, 256, 128
-    try:
-        q = torch.randn(B, H, N, D, device="cuda", dtype=torch.float16)
-        k, v = torch.randn_like(q), torch.randn_like(q)
-    except torch.OutOfMemoryError:
-        pytest.skip("not enough GPU memory for the 64-bit offset test")
-    assert q.numel() > 2**31
+    q, k, v = large_qkv_or_skip(B, H, N, D)
     cases = [(False, sa.sageattn_qk_int8_pv_fp16_cuda)]
     if _fp8():
         cases.append((True, sa.sageattn_qk_int8_pv_fp8_cuda))

@@ -51,35 +51,16 @@ std::tuple<Tensor, Tensor> attn_int8_fp8(const Tensor& q8, const Tensor& q_scale
               ": head_dim must be even and <= the padded head dim");
   const DeviceGuard guard(q8);
   cudaStream_t stream = current_stream(q8);
-  const ScalarType out_dtype = out_bf16 ? kBFloat16 : kHalf;
-  const int64_t D = head_dim;
-  Tensor out = nhd ? empty_on(q_scale, {B, nq, Hq, D}, out_dtype)
-                   : empty_on(q_scale, {B, Hq, nq, D}, out_dtype);
-  Tensor lse = empty_on(q_scale, {return_lse ? B : 0, Hq, nq}, kFloat);
+  auto [out, lse] = allocate_outputs(q_scale, B, Hq, nq, head_dim, nhd,
+                                     out_bf16 ? kBFloat16 : kHalf, return_lse);
   if (nq == 0 || B == 0 || Hq == 0) return {out, lse};
-  AttnParams p{};
-  p.q8 = ptr<int8_t>(q8);
-  p.q_scale = ptr<float>(q_scale);
-  p.k8 = ptr<int8_t>(k8);
-  p.k_scale = ptr<float>(k_scale);
+  AttnParams p = common_params(q8, q_scale, k8, k_scale, out, lse, nq, nk, head_dim, nhd,
+                               per_thread, out_bf16);
   p.v = v8.data_ptr();
   p.v_scale = ptr<float>(v_scale);
-  p.out = out.data_ptr();
-  p.lse = return_lse ? ptr<float>(lse) : nullptr;
-  const int64_t o_sn = nhd ? Hq * D : D, o_sh = nhd ? D : nq * D;
-  p.o_sb = nq * Hq * D, p.o_sh = o_sh, p.o_sn = o_sn;
-  p.Hq = static_cast<int>(Hq), p.Hkv = static_cast<int>(Hkv);
-  p.Nq = static_cast<int>(nq), p.Nk = static_cast<int>(nk), p.D = static_cast<int>(D);
-  p.nq_pad = static_cast<int>(q8.size(2)), p.nk_pad = static_cast<int>(nk_pad);
-  p.per_thread = per_thread;
-  p.out_bf16 = out_bf16;
-  if (d_pad == 64) {
-    causal ? dispatch_pv<64, true>(p, B, pv_mode, stream)
-           : dispatch_pv<64, false>(p, B, pv_mode, stream);
-  } else {
-    causal ? dispatch_pv<128, true>(p, B, pv_mode, stream)
-           : dispatch_pv<128, false>(p, B, pv_mode, stream);
-  }
+  dispatch_shape(d_pad, causal, [&](auto d_pad_c, auto causal_c) {
+    dispatch_pv<decltype(d_pad_c)::value, decltype(causal_c)::value>(p, B, pv_mode, stream);
+  });
   return {out, lse};
 }
 
