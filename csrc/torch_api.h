@@ -15,9 +15,34 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <stdexcept>
+#include <string>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
+
+namespace sageattention::detail {
+
+// Error messages are concatenated with std::to_string, never streamed: on a machine whose g++
+// brings its own libstdc++, every TORCH_CHECK message that streamed a number segfaulted instead
+// of raising (an iostream formats numbers through the locale's num_put facet; two libstdc++
+// copies in one process is the likely cause). csrc/README.md, "Errors".
+inline void append(std::string& s, const char* v) { s += v; }
+inline void append(std::string& s, const std::string& v) { s += v; }
+template <typename T, std::enable_if_t<std::is_arithmetic_v<T>, int> = 0>
+void append(std::string& s, T v) {
+  s += std::to_string(v);
+}
+
+template <typename... Args>
+std::string message(const Args&... args) {
+  std::string s;
+  (append(s, args), ...);
+  return s;
+}
+
+}  // namespace sageattention::detail
 
 #ifdef SAGE_STABLE_ABI
 
@@ -30,7 +55,7 @@
 #include <torch/headeronly/util/shim_utils.h>
 
 // std::runtime_error: the stable dispatcher turns it into a Python RuntimeError.
-#define SAGE_CHECK(cond, ...) STD_TORCH_CHECK(cond, __VA_ARGS__)
+#define SAGE_FAIL(msg) throw std::runtime_error(msg)
 
 namespace sageattention {
 
@@ -74,7 +99,8 @@ inline void zero_fill(Tensor& t) { torch::stable::zero_(t); }
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>  // not ATen/cuda/CUDAContext.h: that one needs cuSPARSE headers
 
-#define SAGE_CHECK(cond, ...) TORCH_CHECK(cond, __VA_ARGS__)
+// c10::Error (a Python RuntimeError) carrying only the finished message.
+#define SAGE_FAIL(msg) TORCH_CHECK(false, msg)
 
 namespace sageattention {
 
@@ -108,6 +134,12 @@ inline void zero_fill(Tensor& t) { t.zero_(); }
 }  // namespace sageattention
 
 #endif  // SAGE_STABLE_ABI
+
+// Raises a Python RuntimeError with the arguments concatenated when cond is false.
+#define SAGE_CHECK(cond, ...)                                        \
+  do {                                                               \
+    if (!(cond)) SAGE_FAIL(::sageattention::detail::message(__VA_ARGS__)); \
+  } while (0)
 
 namespace sageattention {
 

@@ -305,3 +305,31 @@ def test_any_sign_of_sm_scale(seed, spy, sm_scale, causal):
         _check(sa.sageattn_qk_int8_pv_fp8_cuda(q, k, v, is_causal=causal, sm_scale=sm_scale),
                exact, True, q.dtype, what=f"fp8 sm_scale={sm_scale}")
     assert spy[0] is False and len(spy) == (2 if _fp8() else 1)
+
+
+def test_compiled_ops_turn_bad_input_into_python_errors():
+    # The checks inside the C++ ops (reached only by direct calls: the Python layer validates
+    # first) must raise a RuntimeError naming the op and argument, in both ABI flavours (ATen's
+    # c10::Error; the stable ABI's std::runtime_error through the boxed dispatcher), and leave
+    # the process and the CUDA context usable.
+    C = torch.ops.sageattention_C
+    x = torch.randn(1, 2, 64, 64, device="cuda", dtype=torch.float16)
+    with pytest.raises(RuntimeError, match=r"quant_int8: x must be \[B, H, N, D\]"):
+        C.quant_int8(x[0], 0, 64, 64, True, 1.0)
+    with pytest.raises(RuntimeError, match="quant_int8: mode must be 0..3"):
+        C.quant_int8(x, 7, 64, 64, True, 1.0)
+    with pytest.raises(RuntimeError, match="quant_int8: n_pad must be a multiple of 64"):
+        C.quant_int8(x, 0, 100, 64, True, 1.0)
+    with pytest.raises(RuntimeError, match="quant_int8: input must be float16, bfloat16 or float32"):
+        C.quant_int8(x.to(torch.int32), 0, 64, 64, True, 1.0)
+    q8, q_scale, _ = C.quant_int8(x, 2, 128, 64, False, 1.0)
+    k8, k_scale, _ = C.quant_int8(x, 3, 64, 64, True, 1.0)
+    with pytest.raises(RuntimeError, match="attn_int8_fp16: pv_mode must be 0 or 1"):
+        C.attn_int8_fp16(q8, q_scale, k8, k_scale, x, 64, False, False, True, 5, False)
+    with pytest.raises(RuntimeError, match="attn_int8_fp16: v must be float16 or bfloat16"):
+        C.attn_int8_fp16(q8, q_scale, k8, k_scale, x.float(), 64, False, False, True, 0, False)
+    with pytest.raises(RuntimeError, match="attn_int8_fp16: q8 and k8 must be int8"):
+        C.attn_int8_fp16(q_scale, q_scale, k8, k_scale, x, 64, False, False, True, 0, False)
+    out, _ = C.attn_int8_fp16(q8, q_scale, k8, k_scale, x, 64, False, False, True, 0, False)
+    torch.cuda.synchronize()
+    assert out.shape == x.shape and torch.isfinite(out).all()
