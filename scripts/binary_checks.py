@@ -44,9 +44,15 @@ def cuobjdump_archs(data: bytes, suffix: str) -> list | None:
 
 
 def gpu_code_problems(lib: str, data: bytes, want: list) -> tuple:
-    """(problems, notes): `lib` must hold a cubin for every arch in `want`."""
+    """(problems, notes): `lib` must hold a cubin for every arch in `want` ("9.0a" is a 9.0
+    cubin in the fat-binary headers) and PTX for every "+PTX" arch."""
     problems, notes = [], []
+    ptx_wanted = [a.replace("+PTX", "").rstrip("af") for a in want if a.endswith("+PTX")]
+    want = [a.replace("+PTX", "").rstrip("af") for a in want]
     have = fatbin.archs_of(data, "cubin")
+    no_ptx = [a for a in ptx_wanted if a not in fatbin.archs_of(data, "ptx")]
+    if no_ptx:
+        problems.append(f"{lib} has no PTX for {' '.join(no_ptx)}: newer GPUs would get no kernel")
     missing = [a for a in want if a not in have]
     if missing:
         problems.append(f"{lib} has no cubin for sm {' '.join(missing)} (it has "

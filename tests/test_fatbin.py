@@ -100,3 +100,18 @@ def test_cli_reports_missing_files_and_binaries_without_gpu_code(tmp_path, capsy
     assert "no GPU code found" in capsys.readouterr().out
     assert fatbin.main([str(tmp_path / "missing.so")]) == 2
     assert fatbin.main([]) == 2
+
+
+@needs_nvcc
+def test_check_accepts_ptx_and_arch_suffixes(tmp_path):
+    import binary_checks
+
+    data = _nvcc(tmp_path, "k.so", "-shared", "-Xcompiler", "-fPIC",
+                 "-gencode=arch=compute_90,code=sm_90", "-gencode=arch=compute_120,code=sm_120",
+                 "-gencode=arch=compute_120,code=compute_120")
+    problems, _ = binary_checks.gpu_code_problems("_C.so", data, ["9.0a", "12.0+PTX"])
+    assert not [p for p in problems if "cuobjdump" not in p], problems
+    bare = _nvcc(tmp_path, "k2.so", "-shared", "-Xcompiler", "-fPIC",
+                 "-gencode=arch=compute_90,code=sm_90", "-gencode=arch=compute_120,code=sm_120")
+    problems, _ = binary_checks.gpu_code_problems("_C.so", bare, ["9.0", "12.0+PTX"])
+    assert any("no PTX for 12.0" in p for p in problems), problems
