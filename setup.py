@@ -54,10 +54,8 @@ def _say(msg):
 
 
 def _find_nvcc():
-    """Path of nvcc from PATH or CUDA_HOME/CUDA_PATH, or None."""
-    found = shutil.which("nvcc")
-    if found:
-        return found
+    """Path of nvcc from CUDA_HOME/CUDA_PATH, then PATH, or None: the toolkit a variable names
+    comes first, as in torch's cpp_extension (scripts/build_wheel.py sets CUDA_HOME)."""
     for var in ("CUDA_HOME", "CUDA_PATH"):
         root = os.environ.get(var)
         if root:
@@ -65,7 +63,7 @@ def _find_nvcc():
                 cand = os.path.join(root, "bin", name)
                 if os.path.isfile(cand):
                     return cand
-    return None
+    return shutil.which("nvcc")
 
 
 def _cuda_sources(folder):

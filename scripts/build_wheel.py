@@ -22,12 +22,13 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import matrix
+import tools
 
 ROOT = matrix.ROOT
 GIB = 1024 ** 3
@@ -39,6 +40,10 @@ GIB_PER_THREAD = 2
 LINUX_EXCLUDES = ("libc10*", "libtorch*", "libcudart.so*", "libcuda.so*")
 WINDOWS_EXCLUDES = ("c10.dll", "c10_cuda.dll", "torch.dll", "torch_cpu.dll", "torch_cuda.dll",
                     "torch_python.dll", "cudart64_12.dll", "cudart64_13.dll", "nvcuda.dll")
+# The programs a real build of a row runs (scripts/tools.py finds them): nvcc and ninja for
+# torch's cpp_extension, then the repair tool (auditwheel runs patchelf itself).
+BUILD_TOOLS = {"linux": ("nvcc", "ninja", "auditwheel", "patchelf"),
+               "windows": ("nvcc", "ninja", "delvewheel")}
 
 
 @dataclass
@@ -49,11 +54,26 @@ class Plan:
     wheel: str  # the final name (after repair: manylinux on Linux)
     built: str  # the name pip gives it (linux_x86_64 on Linux before auditwheel)
     out: Path
+    tools: dict = field(default_factory=dict)  # program -> path on this machine, or None
+
+    @property
+    def missing_tools(self) -> list:
+        """One line per program the build needs and this machine lacks."""
+        return [f"{name} not found: it comes from {tools.PROVIDERS[name]}"
+                for name, path in self.tools.items() if path is None]
+
+    def command_env(self, base: dict) -> dict:
+        """`base` plus the plan's variables, with the resolved programs' folders first on PATH
+        (auditwheel looks patchelf up on PATH, torch's cpp_extension looks for ninja there)."""
+        return tools.subprocess_env({**base, **self.env}, [p for p in self.tools.values() if p])
 
     def render(self) -> str:
         lines = [(f"row {self.row.id} ({self.row.platform}, torch {self.row.torch} {self.row.cuda}, "
                   f"toolkit {self.row.toolkit}, abi {self.row.abi})"), "environment:"]
         lines += [f"  {k}={v}" for k, v in self.env.items()]
+        lines.append("tools (this machine):")
+        lines += [f"  {name}: {path or 'NOT FOUND, from ' + tools.PROVIDERS[name]}"
+                  for name, path in self.tools.items()]
         lines.append("commands:")
         lines += [f"  {' '.join(cmd)}" for cmd in self.commands]
         lines.append(f"built wheel: {self.out / 'unrepaired' / self.built}")
@@ -87,7 +107,7 @@ def parallelism(cores: int | None = None, mem_bytes: int | None = None, n_archs:
 
 
 def make_plan(row: matrix.Row, out: Path, python: str = sys.executable, archs=None,
-              cores=None, mem_bytes=None) -> Plan:
+              cores=None, mem_bytes=None, find=None) -> Plan:
     jobs, threads = parallelism(cores, mem_bytes, n_archs=len(archs or row.archs))
     env = {
         "TORCH_CUDA_ARCH_LIST": " ".join(archs or row.archs),
@@ -102,6 +122,12 @@ def make_plan(row: matrix.Row, out: Path, python: str = sys.executable, archs=No
     if row.platform == "windows":
         # torch 2.10's cpp_extension refuses an active MSVC developer prompt without it.
         env["DISTUTILS_USE_SDK"] = "1"
+    find = find or tools.find
+    found = {name: find(name) for name in BUILD_TOOLS[row.platform]}
+    home = cuda_home_of(found.get("nvcc"))
+    if home:
+        # torch's cpp_extension must compile with the nvcc the plan names, not another one.
+        env["CUDA_HOME"] = home
     version = matrix.package_version()
     wheel = row.wheel_names(version)[0]
     # pip names a Linux wheel linux_x86_64; auditwheel gives it the manylinux tag.
@@ -119,7 +145,16 @@ def make_plan(row: matrix.Row, out: Path, python: str = sys.executable, archs=No
     else:
         commands.append([python, "-m", "delvewheel", "repair", str(raw / built), "-w", str(out)]
                         + [arg for lib in WINDOWS_EXCLUDES for arg in ("--exclude", lib)])
-    return Plan(row=row, env=env, commands=commands, wheel=wheel, built=built, out=out)
+    return Plan(row=row, env=env, commands=commands, wheel=wheel, built=built, out=out,
+                tools=found)
+
+
+def cuda_home_of(nvcc: str | None) -> str | None:
+    """The toolkit folder of an nvcc in TOOLKIT/bin/ (None for a wrapper elsewhere)."""
+    if not nvcc:
+        return None
+    home = Path(nvcc).resolve().parent.parent
+    return str(home) if (home / "include" / "cuda_runtime.h").is_file() else None
 
 
 # Never copied into the staged source tree (build outputs, caches, local helpers).
@@ -141,7 +176,8 @@ def host_row(rules: dict, nvcc_version: str | None) -> matrix.Row:
     if not torch.version.cuda:
         raise SystemExit(f"torch {torch.__version__} has no CUDA support: no host row to build")
     if nvcc_version is None:
-        raise SystemExit("no nvcc found (PATH, CUDA_HOME): no host row to build")
+        raise SystemExit(f"no nvcc found, so no host row to build: nvcc comes from "
+                         f"{tools.PROVIDERS['nvcc']}")
     torch_v = re.match(r"\d+\.\d+\.\d+", torch.__version__).group(0)
     minor = ".".join(torch_v.split(".")[:2])
     known = rules["torch"].get(minor)
@@ -171,13 +207,15 @@ def host_row(rules: dict, nvcc_version: str | None) -> matrix.Row:
 
 
 def nvcc_version() -> str | None:
-    nvcc = shutil.which("nvcc")
-    if nvcc is None and os.environ.get("CUDA_HOME"):
-        cand = Path(os.environ["CUDA_HOME"]) / "bin" / ("nvcc.exe" if os.name == "nt" else "nvcc")
-        nvcc = str(cand) if cand.exists() else None
+    """X.Y of the nvcc scripts/tools.py finds, or None."""
+    nvcc = tools.find("nvcc")
     if nvcc is None:
         return None
-    out = subprocess.run([nvcc, "--version"], stdout=subprocess.PIPE, text=True, check=False).stdout
+    try:
+        out = subprocess.run([nvcc, "--version"], stdout=subprocess.PIPE, text=True, check=False,
+                             timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
     m = re.search(r"release (\d+\.\d+)", out)
     return m.group(1) if m else None
 
@@ -256,9 +294,13 @@ def main(argv=None) -> int:
               f"\n  installed: {platform_mod.system()} {platform_mod.machine()}, torch "
               f"{torch.__version__}, nvcc {have_nvcc or 'none'}", file=sys.stderr)
         return 2
+    if plan.missing_tools:
+        print(f"cannot build row {row.id} here:\n  " + "\n  ".join(plan.missing_tools),
+              file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     stage_sources(plan.out / "staged-source")
-    env = {**os.environ, **plan.env}
+    env = plan.command_env(dict(os.environ))
     env.pop("SAGEATTENTION_SKIP_CUDA_BUILD", None)
     start = time.monotonic()
     for cmd in plan.commands:

@@ -20,11 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def build_host_wheel() -> int:
     """Build + check the host row's wheel; 0 also when this machine cannot build one."""
-    import shutil
-
     import torch
 
-    if shutil.which("nvcc") is None or not torch.version.cuda:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import tools
+
+    if tools.find("nvcc") is None or not torch.version.cuda:
         print("no nvcc or no CUDA build of torch: skipping the wheel build", flush=True)
         return 0
     archs = os.environ.get("ARCHS", "").strip()
