@@ -1,12 +1,15 @@
 """scripts/fatbin.py against nvcc's own output: the cubins and PTX it lists must be exactly the
 -gencode targets a file was built with, in .so files, bare fat binaries, compressed ones and a
-real PE DLL carrying the fat binary in a .nv_fatb section (as MSVC builds of .pyd files do)."""
+real PE DLL carrying the fat binary in a .nv_fatb section (as MSVC builds of .pyd files do).
+The scan stays linear on adversarial files (overlapping and nested headers), and the command
+line reports an unreadable path in one line with exit status 2."""
 import os
 import random
 import shutil
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -115,3 +118,46 @@ def test_check_accepts_ptx_and_arch_suffixes(tmp_path):
                  "-gencode=arch=compute_90,code=sm_90", "-gencode=arch=compute_120,code=sm_120")
     problems, _ = binary_checks.gpu_code_problems("_C.so", bare, ["9.0", "12.0+PTX"])
     assert any("no PTX for 12.0" in p for p in problems), problems
+
+
+def nested_containers(size):
+    """Overlapping containers: each 56-byte block is a container header whose size runs to
+    near the end plus an entry header that spans the next block, so every container walks all
+    later entries and none tiles (quadratic for a scan that restarts after each failure)."""
+    block = 56
+    n = size // block * block
+    out = bytearray(n)
+    for b in range(0, n, block):
+        struct.pack_into("<IHHQ", out, b, fatbin.MAGIC, 1, 16, (n - 20) - b - 16)
+        struct.pack_into("<HHIQIIHHI", out, b + 16, 2, 0, 56, 0, 0, 0, 0, 8, 80)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("data", [
+    nested_containers(4 << 20),
+    struct.pack("<IHHQ", fatbin.MAGIC, 1, 16, 1 << 40) * (4 << 16),
+    struct.pack("<IHHQ", fatbin.MAGIC, 1, 16, 1000) * (4 << 16),
+    struct.pack("<I", fatbin.MAGIC) * (1 << 20),
+], ids=["nested", "sizes-past-the-end", "bad-first-entry", "bare-magic"])
+def test_fatbin_scan_is_linear_on_adversarial_files(data):
+    start = time.monotonic()
+    assert fatbin.embedded_code(data) == []
+    assert time.monotonic() - start < 2
+
+
+def test_fatbin_many_valid_containers_are_all_found():
+    entry = fatbin.ENTRY.pack(2, 0, fatbin.ENTRY.size, 0, 0, 0, 0, 8, 80)
+    one = fatbin.CONTAINER.pack(fatbin.MAGIC, 1, 16, len(entry)) + entry
+    start = time.monotonic()
+    codes = fatbin.embedded_code(one * 50_000)
+    assert time.monotonic() - start < 2 and len(codes) == 50_000 and codes[0].arch == "8.0"
+
+
+def test_fatbin_cli_unreadable_paths(tmp_path, capsys):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path, words in ((tmp_path, "is a directory"), (fifo, "not a regular file"),
+                        (tmp_path / "missing.so", "no such file"), ("bad\0name", "cannot read")):
+        assert fatbin.main([str(path)]) == 2
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1, err
