@@ -259,15 +259,32 @@ def main(argv=None) -> int:
     ap.add_argument("--archs", help="override the row's GPU archs (e.g. \"8.0\" in CI)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan only")
     args = ap.parse_args(argv)
-    rules = matrix.load_rules()
+    try:  # an unreadable or malformed file is one line, never a traceback
+        rules = matrix.load_rules()
+        data = None if args.host else matrix.load_matrix(args.matrix)
+    except matrix.MatrixError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 2
+    # The staging copies the checkout into OUT/staged-source: an OUT inside the checkout would
+    # be copied into itself, except wheelhouse/, which the copy leaves out (STAGE_IGNORE).
+    out = args.out.resolve()
+    wheelhouse = (ROOT / "wheelhouse").resolve()
+    if out.is_relative_to(ROOT.resolve()) and not out.is_relative_to(wheelhouse):
+        print(f"--out {args.out}: inside the source tree, which the build copies into "
+              f"OUT/staged-source; use {wheelhouse} (the default) or a folder outside {ROOT}",
+              file=sys.stderr)
+        return 2
+    if out.exists() and not out.is_dir():
+        print(f"--out {args.out}: exists and is not a folder; name a folder for the wheels",
+              file=sys.stderr)
+        return 2
     have_nvcc = nvcc_version()
     if args.host:
         row = host_row(rules, have_nvcc)
     else:
-        rows, problems = matrix.check_rows(matrix.load_yaml(args.matrix), rules)
+        rows, problems = matrix.check_rows(data, rules)
         if problems:
-            for p in problems:
-                print(p.render(str(args.matrix)), file=sys.stderr)
+            matrix.print_problems(problems, str(args.matrix), sys.stderr)
             print(f"fix {args.matrix} first (python scripts/matrix.py check)", file=sys.stderr)
             return 1
         found = [r for r in rows if r.id == args.row]
@@ -276,8 +293,14 @@ def main(argv=None) -> int:
                   f"{', '.join(r.id for r in rows)}", file=sys.stderr)
             return 2
         row = found[0]
-    archs = args.archs.replace(";", " ").split() if args.archs else None
-    plan = make_plan(row, args.out.resolve(), archs=archs)
+    archs = None
+    if args.archs is not None:  # checked as a row's archs are, for the row's toolkit
+        why = matrix.arch_problems(args.archs, row.toolkit, rules)
+        if why:
+            print(f"--archs {args.archs!r}: {' | '.join(why)}", file=sys.stderr)
+            return 2
+        archs = matrix.split_archs(args.archs)
+    plan = make_plan(row, out, archs=archs)
     print(plan.render(), flush=True)
     if args.dry_run:
         return 0
@@ -298,17 +321,28 @@ def main(argv=None) -> int:
         print(f"cannot build row {row.id} here:\n  " + "\n  ".join(plan.missing_tools),
               file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    stage_sources(plan.out / "staged-source")
+    staged = plan.out / "staged-source"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stage_sources(staged)
+    except OSError as exc:
+        shutil.rmtree(staged, ignore_errors=True)
+        print(f"--out {args.out}: cannot stage the sources there ({exc}); name a writable folder",
+              file=sys.stderr)
+        return 2
     env = plan.command_env(dict(os.environ))
     env.pop("SAGEATTENTION_SKIP_CUDA_BUILD", None)
     start = time.monotonic()
-    for cmd in plan.commands:
-        print(f"$ {' '.join(cmd)}", flush=True)
-        rc = subprocess.call(cmd, env=env, cwd=ROOT)
-        if rc:
-            print(f"build failed (exit {rc}) for row {row.id}", file=sys.stderr)
-            return rc
+    try:
+        for cmd in plan.commands:
+            print(f"$ {' '.join(cmd)}", flush=True)
+            rc = subprocess.call(cmd, env=env, cwd=ROOT)
+            if rc:
+                print(f"build failed (exit {rc}) for row {row.id}", file=sys.stderr)
+                return rc
+    finally:
+        # Only `pip wheel` reads the copy; the repair and the check read the built wheel.
+        shutil.rmtree(staged, ignore_errors=True)
     wheel = plan.out / plan.wheel
     if not wheel.exists():
         made = sorted(p.name for p in plan.out.glob("sageattention-*.whl"))

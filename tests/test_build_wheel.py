@@ -122,3 +122,113 @@ def test_bad_abi_settings_stop_the_build_with_what_to_set(env, message):
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           env={**__import__("os").environ, **env}, check=False)
     assert proc.returncode != 0 and message in proc.stdout, proc.stdout[-2000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# main(): --archs, --out and --matrix refused in one line; the staged copy removed after a build
+
+HOST_ROW = "linux-torch2.14.1-cu130"
+
+
+def _main(capsys, *args):
+    rc = build_wheel.main(list(args))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return rc, out, err
+
+
+@pytest.mark.parametrize("archs, message", [
+    ("foo", "--archs 'foo': arch 'foo' must look like 8.6, 9.0a or 12.0+PTX"),
+    ("", "--archs '': no GPU arch given; list at least one, such as \"8.0\""),
+    ("8.0;99.9", "--archs '8.0;99.9': arch 99.9 is not a GPU arch scripts/compat_rules.yaml knows"),
+    ("8.9a", ("--archs '8.9a': arch 8.9a does not exist: only 9.0a, 10.0a, 10.3a, 12.0a, 12.1a have an "
+             "arch-specific target; write 8.9")),
+    ("7.0 8.0", "--archs '7.0 8.0': CUDA 13 cannot build arch 7.0; its oldest is 7.5"),
+])
+def test_bad_archs_are_one_line_naming_the_option(capsys, tmp_path, archs, message):
+    rc, out, err = _main(capsys, "--row", HOST_ROW, "--dry-run", "--out", str(tmp_path), "--archs", archs)
+    assert rc == 2 and out == "" and len(err.splitlines()) == 1 and err.startswith(message), err
+
+
+def test_good_archs_reach_the_plan(capsys, tmp_path):
+    rc, out, _ = _main(capsys, "--row", HOST_ROW, "--dry-run", "--out", str(tmp_path), "--archs",
+                       "8.0;9.0a 12.0+PTX")
+    assert rc == 0 and "TORCH_CUDA_ARCH_LIST=8.0 9.0a 12.0+PTX" in out
+
+
+def test_out_inside_the_checkout_is_refused_but_wheelhouse(capsys, tmp_path):
+    for out_dir in (ROOT / "scripts", ROOT / "sageattention" / "wheels", ROOT):
+        rc, out, err = _main(capsys, "--row", HOST_ROW, "--dry-run", "--out", str(out_dir))
+        assert rc == 2 and out == "" and err == (
+            f"--out {out_dir}: inside the source tree, which the build copies into OUT/staged-source; "
+            f"use {ROOT / 'wheelhouse'} (the default) or a folder outside {ROOT}\n")
+    for out_dir in (ROOT / "wheelhouse", ROOT / "wheelhouse" / "ci", tmp_path):
+        rc, out, _ = _main(capsys, "--row", HOST_ROW, "--dry-run", "--out", str(out_dir))
+        assert rc == 0 and f"repaired wheel: {out_dir}/" in out
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    rc, _, err = _main(capsys, "--row", HOST_ROW, "--dry-run", "--out", str(a_file))
+    assert rc == 2 and err == f"--out {a_file}: exists and is not a folder; name a folder for the wheels\n"
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read: No such file or directory; pass --matrix an existing, readable YAML file"),
+    (b"rows: [\n", ":2: not valid YAML: expected the node content"),
+    (b"rows: {id: a}\n", ":1: 'rows' must be a non-empty list of rows, not a mapping"),
+    ("rows: []\n".encode("utf-16"), ":1: is UTF-16 text; save it as UTF-8"),
+])
+def test_a_broken_matrix_is_one_line(capsys, tmp_path, content, message):
+    path = tmp_path / "m.yaml"
+    if content is not None:
+        path.write_bytes(content)
+    rc, out, err = _main(capsys, "--row", HOST_ROW, "--dry-run", "--matrix", str(path))
+    assert rc == 2 and out == "" and len(err.splitlines()) == 1 and message in err, err
+    assert err.startswith(str(path))
+
+
+def test_no_traceback_from_the_command_line(tmp_path):
+    script = str(ROOT / "scripts" / "build_wheel.py")
+    for args in (["--matrix", str(tmp_path)], ["--archs", "foo"], ["--out", str(ROOT / "csrc")]):
+        proc = subprocess.run([sys.executable, script, "--row", HOST_ROW, "--dry-run", *args],
+                              capture_output=True, text=True, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert len(proc.stderr.splitlines()) == 1 and proc.stdout == "", proc.stderr
+
+
+def _fake_build(monkeypatch, tmp_path, fail: bool):
+    """main() with the toolchain accepted and the build commands faked: (rc, staged-source
+    seen while the commands ran, the staging folder)."""
+    import check_wheel
+
+    monkeypatch.setattr(build_wheel, "toolchain_mismatch", lambda *a: [])
+    monkeypatch.setattr(build_wheel.tools, "find", lambda name: f"/opt/fake/{name}")
+    monkeypatch.setattr(check_wheel, "check", lambda wheel, row, archs: ([], []))
+    staged = tmp_path / "staged-source"
+    seen = []
+
+    def call(cmd, **kwargs):
+        seen.append((staged / "setup.py").is_file())
+        if fail:
+            return 3
+        if "repair" in cmd:  # what the repair step would leave in --out
+            row = next(r for r in _rows() if r.id == HOST_ROW)
+            (tmp_path / row.wheel_names(matrix.package_version())[0]).write_bytes(b"wheel")
+        return 0
+
+    monkeypatch.setattr(build_wheel.subprocess, "call", call)
+    rc = build_wheel.main(["--row", HOST_ROW, "--out", str(tmp_path), "--archs", "8.0"])
+    return rc, seen, staged
+
+
+def test_a_failed_build_removes_its_staging_folder(monkeypatch, tmp_path, capsys):
+    pytest.importorskip("torch")
+    rc, seen, staged = _fake_build(monkeypatch, tmp_path, fail=True)
+    assert rc == 3 and seen == [True] and not staged.exists()
+    assert "build failed (exit 3)" in capsys.readouterr().err
+
+
+def test_a_finished_build_removes_its_staging_folder(monkeypatch, tmp_path, capsys):
+    pytest.importorskip("torch")
+    rc, seen, staged = _fake_build(monkeypatch, tmp_path, fail=False)
+    assert rc == 0 and seen == [True, True] and not staged.exists()
+    assert "check: ok" in capsys.readouterr().out
