@@ -554,9 +554,10 @@ def arch_list(archs) -> list:
     return [a for a in map(_arch_text, items) if a is not None]
 
 
-def arch_problems(archs, toolkit: str, rules: dict) -> list:
+def arch_problems(archs, toolkit: str | None, rules: dict) -> list:
     """What is wrong with an arch list for this toolkit (empty: nothing). `archs` is a row's
-    value (a list, or text like "8.0 9.0a") or the text of an --archs option."""
+    value (a list, or text like "8.0 9.0a") or the text of an --archs option; without a
+    toolkit (a wheel checked without its row) only the forms and known archs are checked."""
     items = split_archs(archs) if isinstance(archs, str) else (
         list(archs) if isinstance(archs, (list, tuple)) else [archs])
     if not items:
@@ -578,7 +579,7 @@ def arch_problems(archs, toolkit: str, rules: dict) -> list:
     return problems
 
 
-def _arch_problem(arch: str, toolkit: str, rules: dict) -> str | None:
+def _arch_problem(arch: str, toolkit: str | None, rules: dict) -> str | None:
     m = ARCH_RE.fullmatch(arch)
     if m is None:
         return (f"arch {_show(arch)} must look like 8.6, 9.0a or 12.0+PTX (major.minor, an "
@@ -591,7 +592,7 @@ def _arch_problem(arch: str, toolkit: str, rules: dict) -> str | None:
     if m["a"] and base not in known["arch_specific"]:
         return (f"arch {arch} does not exist: only {', '.join(a + 'a' for a in known['arch_specific'])} "
                 f"have an arch-specific target; write {base}{m['ptx'] or ''}")
-    return buildable(arch, toolkit, rules)
+    return buildable(arch, toolkit, rules) if toolkit else None
 
 
 def default_archs(toolkit: str, rules: dict) -> list:

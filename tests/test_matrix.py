@@ -255,6 +255,9 @@ def test_the_minimum_toolkit_applies_to_a_and_ptx_forms():
         matrix.buildable("9.0a", "12.2.2", rules)]
     assert "CUDA 13 cannot build arch 7.2" in matrix.arch_problems(["7.2"], "13.0.2", rules)[0]
     assert matrix.arch_problems("", "12.9.1", rules)[0].startswith("no GPU arch given")
+    # Without a toolkit (check_wheel without a row): forms and known archs only.
+    assert matrix.arch_problems("3.5 12.0a", None, rules) == []
+    assert len(matrix.arch_problems("8.9a 99.9 x", None, rules)) == 3
 
 
 def test_host_rows_may_carry_nvcc_x_y():
