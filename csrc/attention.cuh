@@ -483,7 +483,8 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
       float lr = l[mt][r];
       lr += __shfl_xor_sync(0xffffffffu, lr, 1);
       lr += __shfl_xor_sync(0xffffffffu, lr, 2);
-      const float inv = lr > 0.f ? 1.f / lr : 0.f;
+      // No visible key: zeros. A NaN sum (a NaN scale: non-finite input) stays NaN.
+      const float inv = lr == 0.f ? 0.f : 1.f / lr;
       const int row = q0 + 16 * mt + g + 8 * r;
       if (row >= p.Nq) continue;
       const int64_t base = b * p.o_sb + h * p.o_sh + static_cast<int64_t>(row) * p.o_sn;
@@ -507,7 +508,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
       }
       if (p.lse != nullptr && t == 0) {
         p.lse[bh * p.Nq + row] =
-            lr > 0.f ? (m[mt][r] + log2f(lr)) * 0.6931471805599453f : -INFINITY;
+            lr == 0.f ? -INFINITY : (m[mt][r] + log2f(lr)) * 0.6931471805599453f;
       }
     }
 }

@@ -22,7 +22,7 @@ __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
 __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
 
 // grid (ceil(D / 32), H, B), block (32, kStatRows). mean [B, H, D] always; amax [B, H, D] when
-// not null: max |x - mean| if centered, else max |x|.
+// not null: max |x - mean| if centered, else max |x|. Both over the finite values only.
 template <typename T>
 __global__ void channel_stats_kernel(const T* __restrict__ x, Strides s, int N, int D,
                                      float* __restrict__ mean, float* __restrict__ amax,
@@ -35,10 +35,14 @@ __global__ void channel_stats_kernel(const T* __restrict__ x, Strides s, int N, 
   if (c < D) {
     const T* base = x + b * s.b + h * s.h + c * s.d;
     for (int r = threadIdx.y; r < N; r += kStatRows) {
+      // A NaN or an infinity is left out: one bad token must not spoil the mean and range
+      // of every other one (its own score or value still comes out non-finite downstream).
       const float v = to_float(base[r * s.n]);
-      acc += v;
-      hi = fmaxf(hi, v);
-      lo = fminf(lo, v);
+      if (isfinite(v)) {
+        acc += v;
+        hi = fmaxf(hi, v);
+        lo = fminf(lo, v);
+      }
     }
   }
   part_sum[threadIdx.y][threadIdx.x] = acc;

@@ -9,10 +9,10 @@
 namespace sageattention {
 
 // x [B, H, N, D] (fp16 / bf16 / fp32, any strides) -> (int8 [B, H, n_pad, d_pad],
-// fp32 scales [B, H, groups], fp32 channel mean [B, H, D]); see quant.cu.
+// fp32 scales [B, H, groups] (per_row: [B, H, n_pad]), fp32 channel mean [B, H, D]); see quant.cu.
 std::tuple<Tensor, Tensor, Tensor> quant_int8(const Tensor& x, int64_t mode,
                                               int64_t n_pad, int64_t d_pad,
-                                              bool smooth, double scale_mul);
+                                              bool smooth, double scale_mul, bool per_row);
 
 // INT8 Q·Kᵀ + FP16/BF16 P·V -> (out [B, Hq, nq, D] or [B, nq, Hq, D] if nhd, lse); attn_fp16.cu.
 std::tuple<Tensor, Tensor> attn_int8_fp16(const Tensor& q8, const Tensor& q_scale,

@@ -9,8 +9,8 @@
 #include "registration.h"
 
 SAGE_LIBRARY(sageattention_C, m) {
-  m.def("quant_int8(Tensor x, int mode, int n_pad, int d_pad, bool smooth, float scale_mul) "
-        "-> (Tensor, Tensor, Tensor)");
+  m.def("quant_int8(Tensor x, int mode, int n_pad, int d_pad, bool smooth, float scale_mul, "
+        "bool per_row=False) -> (Tensor, Tensor, Tensor)");
   m.def("attn_int8_fp16(Tensor q8, Tensor q_scale, Tensor k8, Tensor k_scale, Tensor v, int nq, "
         "bool nhd, bool causal, bool per_thread, int pv_mode, bool return_lse) -> (Tensor, Tensor)");
   m.def("quant_v_fp8(Tensor v, int n_pad, int d_pad, bool smooth, float max_value) "

@@ -10,9 +10,14 @@
 //   mode 2 (MODE_THREAD_Q) 8 per 32 rows, group (r/32)*8 + r%8  (per_thread Q)
 //   mode 3 (MODE_THREAD_K) 4 per 64 rows, group (r/64)*4 + (r%8)/2 (per_thread K)
 // The stored scale is amax / 127 * scale_mul (Q passes sm_scale * log2(e), K passes 1).
+// A NaN or an infinity counts as 0 for its group's amax and makes the group's scale NaN: the
+// attention kernel's scores of that group then come out NaN (NaN in, NaN out, as in SDPA, at
+// the granularity of a scale group), while the other groups quantize as usual.
 //
 // Layouts (all contiguous, zero padded): x8 int8 [B, H, n_pad, d_pad]; scales fp32
-// [B, H, groups(n_pad)]; mean fp32 [B, H, D] (zeros without smoothing). The input may have any
+// [B, H, groups(n_pad)], or with per_row [B, H, n_pad]: each row's group scale, NaN for a row
+// that held a NaN or an infinity (the Triton attention kernel reads one scale per key, so a bad
+// key spoils exactly its own scores); mean fp32 [B, H, D] (zeros without smoothing). The input may have any
 // strides; offsets are 64-bit.
 #include "channel_stats.cuh"
 #include "kernels.h"
@@ -22,6 +27,8 @@ namespace {
 
 constexpr int kTile = 64;       // rows per block in pass 2 (the K scale tile)
 constexpr int kThreads = 256;   // 8 warps
+// The scale of a group or row that held a NaN or an infinity.
+__device__ __forceinline__ float poisoned_scale() { return __int_as_float(0x7fc00000); }
 
 __host__ __device__ __forceinline__ int groups_per_tile(int mode) {
   return mode == 1 ? 2 : mode == 2 ? 16 : mode == 3 ? 4 : 1;
@@ -61,18 +68,19 @@ __device__ __forceinline__ void load8(const T* __restrict__ row, int c, int D, i
 template <typename T>
 __global__ void quant_int8_kernel(const T* __restrict__ x, Strides s, int N, int D, int d_pad,
                                   const float* __restrict__ mean, int mode, int n_pad,
-                                  float scale_mul, bool vec, int8_t* __restrict__ y,
-                                  float* __restrict__ scales) {
+                                  float scale_mul, bool vec, bool per_row,
+                                  int8_t* __restrict__ y, float* __restrict__ scales) {
   extern __shared__ float tile[];  // [kTile][d_pad]
   __shared__ unsigned row_amax[kTile];  // float bits: amax >= 0 orders like an unsigned int
   __shared__ float group_amax[16];
+  __shared__ int row_bad[kTile];  // the row held a NaN or an infinity
   const int64_t h = blockIdx.y, b = blockIdx.z;
   const int H = gridDim.y;
   const int row0 = blockIdx.x * kTile;
   const int64_t slab = b * H + h;
   const float* m = mean ? mean + slab * D : nullptr;
   const int chunks = d_pad / 8;
-  if (threadIdx.x < kTile) row_amax[threadIdx.x] = 0u;
+  if (threadIdx.x < kTile) row_amax[threadIdx.x] = 0u, row_bad[threadIdx.x] = 0;
   __syncthreads();
 
   // Load and smooth 8 channels per step; per-row max |x| through shared-memory atomics.
@@ -91,26 +99,39 @@ __global__ void quant_int8_kernel(const T* __restrict__ x, Strides s, int N, int
       for (int e = 0; e < 8; ++e) v[e] = 0.f;
     }
     float amax = 0.f;
+    bool bad = false;
 #pragma unroll
     for (int e = 0; e < 8; ++e) {
+      if (!isfinite(v[e])) bad = true, v[e] = 0.f;
       tile[r * d_pad + c + e] = v[e];
       amax = fmaxf(amax, fabsf(v[e]));
     }
     atomicMax(&row_amax[r], __float_as_uint(amax));
+    if (bad) row_bad[r] = 1;
   }
   __syncthreads();
   const int n_groups = groups_per_tile(mode);
   if (threadIdx.x < n_groups) {
     float g = 0.f;
+    bool bad = false;
     for (int r = 0; r < kTile; ++r)
-      if (group_in_tile(r, mode) == static_cast<int>(threadIdx.x))
+      if (group_in_tile(r, mode) == static_cast<int>(threadIdx.x)) {
         g = fmaxf(g, __uint_as_float(row_amax[r]));
+        bad = bad || row_bad[r];
+      }
     g = fmaxf(g, 1e-30f);
     group_amax[threadIdx.x] = g;
-    scales[slab * (static_cast<int64_t>(n_pad / kTile) * n_groups) + blockIdx.x * n_groups +
-           threadIdx.x] = g / 127.f * scale_mul;
+    if (!per_row) {
+      scales[slab * (static_cast<int64_t>(n_pad / kTile) * n_groups) + blockIdx.x * n_groups +
+             threadIdx.x] = bad ? poisoned_scale() : g / 127.f * scale_mul;
+    }
   }
   __syncthreads();
+  if (per_row && threadIdx.x < kTile) {
+    const int r = threadIdx.x;
+    scales[slab * n_pad + row0 + r] =
+        row_bad[r] ? poisoned_scale() : group_amax[group_in_tile(r, mode)] / 127.f * scale_mul;
+  }
   int8_t* out = y + (slab * n_pad + row0) * static_cast<int64_t>(d_pad);
   for (int i = threadIdx.x; i < kTile * chunks; i += kThreads) {
     const int r = i / chunks, c = (i % chunks) * 8;
@@ -132,7 +153,7 @@ __global__ void quant_int8_kernel(const T* __restrict__ x, Strides s, int N, int
 
 std::tuple<Tensor, Tensor, Tensor> quant_int8(const Tensor& x, int64_t mode,
                                               int64_t n_pad, int64_t d_pad,
-                                              bool smooth, double scale_mul) {
+                                              bool smooth, double scale_mul, bool per_row) {
   SAGE_CHECK(x.is_cuda(), "quant_int8: x must be a CUDA tensor");
   SAGE_CHECK(x.dim() == 4, "quant_int8: x must be [B, H, N, D], got ", x.dim(), " dims");
   SAGE_CHECK(mode >= 0 && mode <= 3, "quant_int8: mode must be 0..3 (sageattention/granularity.py)");
@@ -145,7 +166,8 @@ std::tuple<Tensor, Tensor, Tensor> quant_int8(const Tensor& x, int64_t mode,
   cudaStream_t stream = current_stream(x);
   Tensor mean = smooth ? empty_on(x, {B, H, D}, kFloat) : zeros_on(x, {B, H, D}, kFloat);
   Tensor y = empty_on(x, {B, H, n_pad, d_pad}, kInt8);
-  const int64_t groups = (n_pad / kTile) * groups_per_tile(static_cast<int>(mode));
+  const int64_t groups =
+      per_row ? n_pad : (n_pad / kTile) * groups_per_tile(static_cast<int>(mode));
   Tensor scales = empty_on(x, {B, H, groups}, kFloat);
   if (B == 0 || H == 0 || n_pad == 0) return {y, scales, mean};
   const Strides s{x.stride(0), x.stride(1), x.stride(2), x.stride(3)};
@@ -173,7 +195,7 @@ std::tuple<Tensor, Tensor, Tensor> quant_int8(const Tensor& x, int64_t mode,
         ptr<scalar_t>(x), s, static_cast<int>(N), static_cast<int>(D),
         static_cast<int>(d_pad), smooth ? ptr<float>(mean) : nullptr,
         static_cast<int>(mode), static_cast<int>(n_pad), static_cast<float>(scale_mul), vec,
-        ptr<int8_t>(y), ptr<float>(scales));
+        per_row, ptr<int8_t>(y), ptr<float>(scales));
     SAGE_LAUNCH_CHECK();
   });
   return {y, scales, mean};

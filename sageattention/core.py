@@ -89,17 +89,19 @@ def sageattn(
     is_causal: bool = False,
     sm_scale: float | None = None,
     return_lse: bool = False,
+    attn_mask: torch.Tensor | None = None,
     **kwargs: Any,
 ):
     """Quantized attention on the fastest path for this GPU.
 
-    Honours, when passed as keywords: attn_mask (bool: True = attend, or additive float,
-    broadcastable to [B, H, Nq, Nk]), smooth_k, smooth_v, qk_quant_gran
-    ("per_block" | "per_warp" | "per_thread"), pv_accum_dtype, and the SDPA keywords scale,
-    dropout_p (must be 0; warned otherwise) and enable_gqa. Other keywords are ignored with a
-    one-time warning.
+    attn_mask: bool (True = attend) or additive float, broadcastable to [B, H, Nq, Nk]. It is a
+    named parameter (after the 2.2.0 ones) because ComfyUI sends masked calls only to a sageattn
+    whose signature names it. Honours, when passed as keywords: smooth_k, smooth_v,
+    qk_quant_gran ("per_block" | "per_warp" | "per_thread"), pv_accum_dtype, and the SDPA
+    keywords scale, dropout_p (must be 0; warned otherwise) and enable_gqa. Other keywords are
+    ignored with a one-time warning.
     """
-    attn_mask, sm_scale, kwargs = _sdpa_kwargs(kwargs, sm_scale, "sageattn")
+    _, sm_scale, kwargs = _sdpa_kwargs(kwargs, sm_scale, "sageattn")
     smooth_k = kwargs.pop("smooth_k", True)
     smooth_v = kwargs.pop("smooth_v", False)
     gran = kwargs.pop("qk_quant_gran", None)

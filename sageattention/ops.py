@@ -198,9 +198,9 @@ def _register_fakes() -> None:
     from . import granularity
 
     @register("sageattention_C::quant_int8")
-    def _quant_int8_fake(x, mode, n_pad, d_pad, smooth, scale_mul):
+    def _quant_int8_fake(x, mode, n_pad, d_pad, smooth, scale_mul, per_row=False):
         B, H, _, D = x.shape
-        groups = granularity.n_groups(n_pad, mode, granularity.K_BLOCK)
+        groups = n_pad if per_row else granularity.n_groups(n_pad, mode, granularity.K_BLOCK)
         return (x.new_empty((B, H, n_pad, d_pad), dtype=torch.int8),
                 x.new_empty((B, H, groups), dtype=torch.float32),
                 x.new_empty((B, H, D), dtype=torch.float32))
@@ -266,8 +266,10 @@ def fp8_f16_accum_compiled() -> bool:
 
 
 def quant_int8(x: torch.Tensor, mode: int, n_pad: int, d_pad: int, smooth: bool,
-               scale_mul: float = 1.0):
-    """INT8 quantization (and K's mean) in one compiled call, or None where it cannot run."""
+               scale_mul: float = 1.0, per_row: bool = False):
+    """INT8 quantization (and K's mean) in one compiled call, or None where it cannot run.
+    per_row: one scale per row (NaN for a row holding a NaN or an infinity), as
+    triton.quant.quantize_int8(per_row=True) makes them."""
     if not usable_on(x.device):
         return None
-    return torch.ops.sageattention_C.quant_int8(x, mode, n_pad, d_pad, smooth, scale_mul)
+    return torch.ops.sageattention_C.quant_int8(x, mode, n_pad, d_pad, smooth, scale_mul, per_row)

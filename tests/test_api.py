@@ -39,7 +39,10 @@ CONTRACT = {
 @pytest.mark.parametrize("name", sorted(CONTRACT))
 def test_signature_matches_the_2_2_0_api(name):
     params = list(inspect.signature(getattr(sa, name)).parameters.values())
-    assert [(p.name, p.default) for p in params[:-1]] == CONTRACT[name]
+    # The 2.2.0 parameters first, in order; sageattn adds attn_mask after them.
+    assert [(p.name, p.default) for p in params[:len(CONTRACT[name])]] == CONTRACT[name]
+    extra = [p.name for p in params[len(CONTRACT[name]):-1]]
+    assert extra == (["attn_mask"] if name == "sageattn" else [])
     assert params[-1].kind is inspect.Parameter.VAR_KEYWORD
 
 
@@ -52,9 +55,15 @@ def test_version_is_pep440_and_new_enough_for_diffusers():
     assert installed == sa.__version__
 
 
-def test_sageattn_signature_has_no_attn_mask_parameter_but_accepts_it():
-    # ComfyUI passes attn_mask only when the signature names it; it reaches **kwargs here.
-    assert "attn_mask" not in inspect.signature(sa.sageattn).parameters
+def test_sageattn_names_attn_mask_so_comfyui_sends_masked_calls():
+    # ComfyUI's import-time probe (shared/FACTS.md): masked calls go to PyTorch attention
+    # unless the signature names attn_mask.
+    params = inspect.signature(sa.sageattn).parameters
+    assert "attn_mask" in params
+    names = list(params)
+    assert names.index("attn_mask") == names.index("return_lse") + 1
+    assert params["attn_mask"].default is None
+    assert list(params.values())[-1].kind is inspect.Parameter.VAR_KEYWORD
 
 
 @pytest.mark.interpret

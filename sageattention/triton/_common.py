@@ -27,6 +27,14 @@ def group_id(rows, MODE: tl.constexpr, TILE: tl.constexpr):
 
 
 @triton.jit
+def finite_rows(x):
+    """(x with NaN and +-inf replaced by 0, per-row flag: the row held such a value)."""
+    ok = (x == x) & (tl.abs(x) < float("inf"))
+    bad = tl.min(ok.to(tl.int32), 1) == 0
+    return tl.where(ok, x, 0.0), bad
+
+
+@triton.jit
 def group_absmax(row_amax, ROWS: tl.constexpr, MODE: tl.constexpr):
     """Per-row vector holding the max |x| of the row's group.
 

@@ -8,7 +8,12 @@ Scores are ``(q_i8 · k_i8) * q_scale * k_scale`` in base-2 units (``sm_scale * 
 q_scale), so the softmax uses exp2 only. Masks follow torch SDPA: a bool mask keeps True
 positions, a float mask is added to the scaled scores, and ``is_causal`` keeps key j for query
 i when j <= i (top-left aligned, also when Nq != Nk). A row whose keys are all masked out
-yields zeros (SDPA yields NaN) and an LSE of -inf.
+yields zeros and an LSE of -inf.
+
+Non-finite inputs give NaN where torch SDPA gives NaN, never plausible numbers: a Q row holding
+a NaN or an infinity yields a NaN row; a key holding one has a NaN scale (quant.quantize_int8),
+so every row that reaches it (causality permitting; SDPA's masks do not stop a NaN score
+either) is NaN; a NaN or +inf in a float mask makes its row NaN. The LSE of such rows is NaN.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ def _attn_block(
     k_tile, KS, v_tile, m_tile,
     stride_vn, stride_mn,
     D,
-    BLOCK_N: tl.constexpr, D_PAD: tl.constexpr, K_MODE: tl.constexpr,
+    BLOCK_N: tl.constexpr, D_PAD: tl.constexpr,
     IS_CAUSAL: tl.constexpr, BOUNDS: tl.constexpr, MASK_KIND: tl.constexpr,
     PV_FP8: tl.constexpr, EVEN_D: tl.constexpr, FP8_ACC_EVERY: tl.constexpr,
 ):
@@ -41,7 +46,7 @@ def _attn_block(
     offs_d = tl.arange(0, D_PAD)
     tok0 = (k_start + start_n).to(tl.int64)  # first key of this block in the K/V buffers
     k = tl.load(k_tile + tok0 * D_PAD)
-    k_scale = tl.load(KS + _common.group_id(k_start + offs_n, K_MODE, 64))
+    k_scale = tl.load(KS + k_start + offs_n)  # one per key: its group's scale, NaN if non-finite
     # t = scores / q_scale. q_scale > 0 (the kernel moves a negative sm_scale into q_i8), so
     # the row max of the scores is q_scale * max(t) and the exponent q_scale * t - m is one
     # FMA per score instead of two multiplies and a subtraction.
@@ -50,7 +55,8 @@ def _attn_block(
         inside = (offs_m < q_len)[:, None] & (offs_n < k_len)[None, :]
         mvals = tl.load(m_tile + tl.cast(start_n, tl.int64) * stride_mn, mask=inside)
         if MASK_KIND == 1:
-            t = tl.where(mvals != 0, t, float("-inf"))
+            # A NaN score (a non-finite key) survives the mask, as in SDPA.
+            t = tl.where((mvals != 0) | (t != t), t, float("-inf"))
         else:
             # An additive mask is in score units: fold it in as (t * q_scale + bias) / q_scale.
             t = t + mvals.to(tl.float32) * LOG2E / q_scale[:, None]
@@ -96,7 +102,7 @@ def attention_kernel(
     stride_mb, stride_mh, stride_mm, stride_mn,
     H, N_BH, KV_GROUP, N_Q, N_K, N_PAD, D, q_scale_mult, lse_scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D_PAD: tl.constexpr,
-    Q_MODE: tl.constexpr, K_MODE: tl.constexpr, IS_CAUSAL: tl.constexpr,
+    Q_MODE: tl.constexpr, IS_CAUSAL: tl.constexpr,
     MASK_KIND: tl.constexpr, PV_FP8: tl.constexpr, RETURN_LSE: tl.constexpr,
     HAS_KM: tl.constexpr, VARLEN: tl.constexpr, EVEN_D: tl.constexpr,
     FP8_ACC_EVERY: tl.constexpr,
@@ -140,17 +146,21 @@ def attention_kernel(
     q = tl.load(Q + bq * stride_qb + h * stride_qh + q_rows[:, None] * stride_qn
                 + offs_d[None, :] * stride_qd,
                 mask=row_ok[:, None] & (offs_d < D)[None, :], other=0.0).to(tl.float32)
+    # A non-finite value in a Q row counts as 0, so that the rows sharing its scale group
+    # quantize as usual, and gives the row a NaN scale: every score, the output and the LSE of
+    # that row come out NaN with no extra work per score.
+    q, q_bad = _common.finite_rows(q)
     q_i8, q_amax = _common.quantize_rows(q, BLOCK_M, Q_MODE)
     # Keep q_scale positive (and normal: 0 * -inf would be NaN) for _attn_block's max trick;
     # a negative sm_scale flips the sign of the integer values instead.
     q_i8 = tl.where(q_scale_mult < 0, -q_i8, q_i8)
     q_scale = tl.maximum(q_amax * (tl.abs(q_scale_mult) / 127.0), 1e-37)
+    q_scale = tl.where(q_bad, float("nan"), q_scale)
 
     kv_heads = H // KV_GROUP
     kv_row = (bk * kv_heads + hk).to(tl.int64)  # index of the (batch, kv head) slab
     K8 += kv_row * N_PAD * D_PAD
-    # K scale slots per slab (sageattention.granularity): 1 per 64 rows, or 4 for per_thread.
-    KS += kv_row * (N_PAD // 64) * (4 if K_MODE == 3 else 1)
+    KS += kv_row * N_PAD  # one K scale per key row
     if PV_FP8:
         V += kv_row * D_PAD * N_PAD  # V8 [B, Hkv, D_pad, N_pad]
         stride_vd = N_PAD
@@ -188,23 +198,24 @@ def attention_kernel(
         acc, l_i, m_i = _attn_block(
             acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,
             k_tile, KS, v_tile, m_tile, stride_vn, stride_mn, D,
-            BLOCK_N, D_PAD, K_MODE, IS_CAUSAL, False, MASK_KIND, PV_FP8, EVEN_D, FP8_ACC_EVERY)
+            BLOCK_N, D_PAD, IS_CAUSAL, False, MASK_KIND, PV_FP8, EVEN_D, FP8_ACC_EVERY)
     for start_n in range(full_end, end, BLOCK_N):
         acc, l_i, m_i = _attn_block(
             acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,
             k_tile, KS, v_tile, m_tile, stride_vn, stride_mn, D,
-            BLOCK_N, D_PAD, K_MODE, IS_CAUSAL, True, MASK_KIND, PV_FP8, EVEN_D, FP8_ACC_EVERY)
+            BLOCK_N, D_PAD, IS_CAUSAL, True, MASK_KIND, PV_FP8, EVEN_D, FP8_ACC_EVERY)
 
     if PV_FP8:
         v_scale = tl.load(VS + kv_row * D_PAD + offs_d)
         acc = acc * (v_scale / FP8_P_SCALE)[None, :]
-    seen = l_i > 0
-    out = tl.where(seen[:, None], acc / tl.where(seen, l_i, 1.0)[:, None], 0.0)
+    # No visible key: zeros. A NaN l_i (a non-finite input reached the row) stays NaN.
+    empty = l_i == 0
+    out = tl.where(empty[:, None], 0.0, acc / tl.where(empty, 1.0, l_i)[:, None])
     tl.store(O + bq * stride_ob + h * stride_oh + q_rows[:, None] * stride_on
              + offs_d[None, :] * stride_od, out.to(O.dtype.element_ty),
              mask=row_ok[:, None] & (offs_d < D)[None, :])
     if RETURN_LSE:
-        lse = tl.where(seen, (m_i + tl.math.log2(tl.where(seen, l_i, 1.0))) * LN2, float("-inf"))
+        lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(tl.where(empty, 1.0, l_i))) * LN2)
         if HAS_KM:
             # Smoothing removed q·mean(K) from every score of the row; put it back.
             km = tl.load(KM + kv_row * D + offs_d, mask=offs_d < D, other=0.0)  # [B, Hkv, D]

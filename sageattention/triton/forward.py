@@ -12,7 +12,7 @@ import torch
 
 from .. import granularity, ops
 from .attention import attention_kernel
-from .quant import kv_stats, pad_to, quantize_int8, quantize_v_fp8
+from .quant import k_mean, kv_stats, pad_to, quantize_int8, quantize_v_fp8
 
 LOG2E = 1.4426950408889634
 # MASK_KIND of attention_kernel
@@ -62,11 +62,6 @@ def fp8_accumulate_every(pv_accum: str, block_n: int) -> int:
     faster default (docs/perf-notes.md has the cost of each).
     """
     return {"fp32": 32, "fp32+fp32": block_n, "fp32+fp16": 0}[pv_accum]
-
-
-def k_mean(k: torch.Tensor) -> torch.Tensor:
-    """Per (batch, head, channel) mean over the sequence, float32 [B, H, D]."""
-    return torch.mean(k, dim=2, dtype=torch.float32)
 
 
 def attention_forward(
@@ -121,14 +116,17 @@ def attention_forward(
         v_op, v_scale = v, v  # v_scale: unused placeholder pointer
         v_strides = tuple(v.stride())
         # The compiled extension does K's mean and quantization in one call where it can run.
-        compiled = ops.quant_int8(k, k_mode, n_pad, d_pad, smooth_k)
+        compiled = ops.quant_int8(k, k_mode, n_pad, d_pad, smooth_k, per_row=True)
         if compiled is not None:
             k8, ks, km = compiled
             km = km if smooth_k else None
         else:
             km = k_mean(k) if smooth_k else None
+    # One scale per key, NaN for a key holding a NaN or an infinity: the kernel's per-key scale
+    # multiply then makes exactly the scores SDPA makes NaN non-finite, at no cost per score.
     if compiled is None:
-        k8, ks = quantize_int8(k, k_mode, granularity.K_BLOCK, d_pad, n_pad, mean=km)
+        k8, ks = quantize_int8(k, k_mode, granularity.K_BLOCK, d_pad, n_pad, mean=km,
+                               per_row=True)
 
     # With V's mean removed (FP8 + smooth_v) the mean is added back below, but only to rows that
     # saw a key: masks can leave a row empty, and the LSE tells which.
@@ -151,7 +149,7 @@ def attention_forward(
         *q.stride(), *v_strides, *out.stride(), *mask_strides,
         Hq, n_bh, Hq // Hkv, Nq, Nk, n_pad, D, sm_scale * LOG2E, sm_scale,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, D_PAD=d_pad,
-        Q_MODE=q_mode, K_MODE=k_mode, IS_CAUSAL=bool(is_causal),
+        Q_MODE=q_mode, IS_CAUSAL=bool(is_causal),
         MASK_KIND=mask_kind, PV_FP8=bool(pv_fp8), RETURN_LSE=need_lse,
         HAS_KM=km is not None, VARLEN=varlen, EVEN_D=(D == d_pad),
         FP8_ACC_EVERY=fp8_accumulate_every(pv_accum, cfg.block_n) if pv_fp8 else 0,
