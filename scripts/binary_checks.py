@@ -23,22 +23,22 @@ import tempfile
 from pathlib import Path
 
 import fatbin
+import matrix
 import tools
 
 FORBIDDEN_NEEDED = ("libpython", "libtorch_python")
 # An arch as setup.py records it and --archs takes it: 8.0, 9.0a, 10.0f, 12.0+PTX.
-ARCH = re.compile(r"\d{1,3}\.\d{1,2}[af]?(?:\+PTX)?")
 TOOL_TIMEOUT_S = 120  # readelf / cuobjdump on one file; a hung tool is a problem, not a hang
 SUFFIX = {"ELF": ".so", "PE": ".pyd"}  # temporary-file names never come from the wheel
 
 
-def arch_tuple(arch: str) -> tuple:
-    major, minor = arch.replace("+PTX", "").rstrip("af").split(".")
-    return int(major), int(minor)
+arch_tuple = matrix.arch_tuple  # (major, minor) of "8.9", "9.0a", "12.0+PTX"
 
 
 def is_arch(text) -> bool:
-    return isinstance(text, str) and ARCH.fullmatch(text) is not None
+    """The form of an arch (8.0, 9.0a, 12.0+PTX): the matrix's rule, so that a wheel's recorded
+    archs and a row's archs are read by one definition."""
+    return isinstance(text, str) and matrix.ARCH_RE.fullmatch(text) is not None
 
 
 def binary_kind(data: bytes) -> str | None:

@@ -1019,16 +1019,19 @@ def check(wheel: Path, row: matrix.Row | None, archs: list | None) -> tuple:
 
 # ---- command line ---------------------------------------------------------------------------
 
-def parse_archs(text: str | None) -> tuple:
-    """(archs or None, error or None) of an --archs value such as "8.0 9.0a;12.0+PTX"."""
+def parse_archs(text: str | None, row) -> tuple:
+    """(archs or None, error or None) of an --archs value such as "8.0 9.0a;12.0+PTX", checked
+    by the matrix's own arch rules (against the row's toolkit when there is a row)."""
     if text is None:
         return None, None
-    archs = text.replace(";", " ").replace(",", " ").split()
-    bad = [a for a in archs if not binary_checks.is_arch(a)]
-    if not archs or bad:
-        return None, (f"--archs {text!r}: {' '.join(bad) or 'empty'} is not an arch; use archs "
-                      "such as 8.0, 9.0a or 12.0+PTX")
-    return archs, None
+    try:
+        why = matrix.arch_problems(text, row.toolkit if row is not None else None,
+                                   matrix.load_rules())
+    except Exception as exc:  # noqa: BLE001 - a broken rules file is one line too
+        return None, f"--archs {text!r}: cannot load the arch rules ({one_line(exc)})"
+    if why:
+        return None, f"--archs {text!r}: " + " | ".join(why)
+    return matrix.split_archs(text), None
 
 
 def load_row(args) -> tuple:
@@ -1082,11 +1085,14 @@ def main(argv=None) -> int:
     for stream in (sys.stdout, sys.stderr):  # names from the archive must never stop a print
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    archs, why = parse_archs(args.archs)
-    if why is None and not args.wheel.is_file():
+    row, archs = None, None
+    why = None
+    if not args.wheel.is_file():
         why = f"{args.wheel}: {'not a file' if args.wheel.exists() else 'no such file'}"
     if why is None:
         row, why = load_row(args)
+    if why is None:
+        archs, why = parse_archs(args.archs, row)
     if why is not None:
         print(clean_line(why), file=sys.stderr)
         return 2

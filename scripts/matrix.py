@@ -158,7 +158,7 @@ def _xy(version: str) -> tuple:
     return v.major, v.minor
 
 
-def _arch_tuple(arch: str) -> tuple:
+def arch_tuple(arch: str) -> tuple:
     base = str(arch).replace("+PTX", "").rstrip("af")
     major, minor = base.split(".")
     return int(major), int(minor)
@@ -612,7 +612,7 @@ def buildable(arch: str, toolkit: str, rules: dict) -> str | None:
         return (f"arch {arch} needs CUDA toolkit >= {need} ({r['arch_min_toolkit']['why']}); "
                 f"drop it or raise the toolkit to {need} or newer")
     oldest = r["arch_max_toolkit"].get(str(tk.major))
-    if oldest and _arch_tuple(arch) < _arch_tuple(oldest):
+    if oldest and arch_tuple(arch) < arch_tuple(oldest):
         return (f"CUDA {tk.major} cannot build arch {arch}; its oldest is {oldest} "
                 f"({r['arch_max_toolkit']['why']}); drop it or use CUDA {tk.major - 1}")
     return None

@@ -5,9 +5,9 @@ load the op library without a GPU.
 Skipped without nvcc or a CUDA build of torch; SAGEATTENTION_SKIP_BUILD_TEST=1 skips it.
 """
 import os
-import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -17,10 +17,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from build_wheel import stage_sources
+import tools  # noqa: E402
+from build_wheel import stage_sources  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("nvcc") is None or torch.version.cuda is None
+    tools.find("nvcc") is None or torch.version.cuda is None
     or os.environ.get("SAGEATTENTION_SKIP_BUILD_TEST", "0") not in ("", "0"),
     reason="needs nvcc and a CUDA build of torch (or SAGEATTENTION_SKIP_BUILD_TEST=1)")
 
@@ -95,17 +96,24 @@ def test_stable_wheel_name_and_build_info(stable_wheel):
 @pytest.mark.parametrize("which", ["wheel", "stable_wheel"])
 def test_installs_into_a_fresh_venv_and_loads(which, request, tmp_path):
     wheel = request.getfixturevalue(which)
-    venv = tmp_path / "venv"
-    # System site packages provide torch; the wheel itself goes into the fresh venv only.
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    venv = tmp_path / "fresh-venv"
+    # torch comes from the environment running the tests (a .pth line appends its
+    # site-packages after the fresh venv's own; --system-site-packages would expose the base
+    # interpreter instead, which has no torch when the suite runs in .venv). The wheel itself
+    # goes into the fresh venv only, so it is what imports.
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
+    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                          stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
+    running = dict.fromkeys([sysconfig.get_path("purelib"), sysconfig.get_path("platlib")])
+    Path(site, "running-environment.pth").write_text("\n".join(running) + "\n")
     proc = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     assert proc.returncode == 0, proc.stdout
     code = """
 import sageattention, torch
 from sageattention import ops
-assert 'venv' in sageattention.__file__, sageattention.__file__
+assert 'fresh-venv' in sageattention.__file__, sageattention.__file__
 assert ops.load() is not None, ops._state.reason
 print(torch.ops.sageattention_C.attn_int8_fp16.default._schema)
 print('version', sageattention.__version__)
@@ -127,7 +135,7 @@ def test_check_wheel_accepts_the_host_wheel(wheel):
     assert proc.returncode == 0, proc.stdout
     assert proc.stdout.strip().endswith(": ok")
     assert "_C.abi3.so: cubins sm 8.0" in proc.stdout
-    if shutil.which("abi3audit"):
+    if tools.find("abi3audit"):
         assert "abi3audit: ok" in proc.stdout
 
 

@@ -515,8 +515,9 @@ def test_cli_not_a_zip(tmp_path):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--archs", "8.0 sm_90"], "--archs '8.0 sm_90': sm_90 is not an arch"),
-    (["--archs", ""], "is not an arch"),
+    (["--archs", "8.0 sm_90"], "--archs '8.0 sm_90': arch 'sm_90' must look like 8.6, 9.0a or 12.0+PTX"),
+    (["--archs", ""], "--archs '': no GPU arch given"),
+    (["--archs", "8.9a"], "arch 8.9a does not exist"),
     (["--row", "no-such-row"], "no valid row 'no-such-row'"),
     (["--row", "x", "--matrix", "MISSING"], "missing.yaml"),
     (["--row", "x", "--matrix", "DIR"], "cannot read the build matrix"),
