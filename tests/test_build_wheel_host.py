@@ -17,8 +17,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import tools  # noqa: E402
-from build_wheel import stage_sources  # noqa: E402
+import tools
+from build_wheel import stage_sources
 
 pytestmark = pytest.mark.skipif(
     tools.find("nvcc") is None or torch.version.cuda is None

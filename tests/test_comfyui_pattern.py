@@ -53,7 +53,7 @@ class ComfyLikeAttention:
         try:
             out = self.fn(q, k, v, is_causal=False, tensor_layout=layout, sm_scale=scale,
                           smooth_k=False, **kwargs)
-        except Exception as exc:  # the client logs and runs PyTorch attention
+        except Exception as exc:  # noqa: BLE001 - the client logs any error and runs PyTorch
             self.fallbacks.append(repr(exc))
             return self._pytorch(q, k, v, layout, mask, scale, b, heads, dim_head)
         if layout == "HND":
@@ -79,7 +79,7 @@ def test_the_probe_sees_our_mask_support():
 
 
 def _sdpa_reference(q, k, v, heads, mask, scale):
-    b, n, inner = q.shape
+    b, _, inner = q.shape
     d = inner // heads
     qh, kh, vh = (t.view(b, -1, heads, d).transpose(1, 2).double() for t in (q, k, v))
     if mask is not None and mask.dtype != torch.bool:

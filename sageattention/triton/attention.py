@@ -56,7 +56,7 @@ def _attn_block(
         mvals = tl.load(m_tile + tl.cast(start_n, tl.int64) * stride_mn, mask=inside)
         if MASK_KIND == 1:
             # A NaN score (a non-finite key) survives the mask, as in SDPA.
-            t = tl.where((mvals != 0) | (t != t), t, float("-inf"))
+            t = tl.where((mvals != 0) | (t != t), t, float("-inf"))  # noqa: PLR0124 - NaN test
         else:
             # An additive mask is in score units: fold it in as (t * q_scale + bias) / q_scale.
             t = t + mvals.to(tl.float32) * LOG2E / q_scale[:, None]
