@@ -23,7 +23,7 @@ def build_host_wheel() -> int:
     import torch
 
     sys.path.insert(0, str(ROOT / "scripts"))
-    import tools
+    from sagewheels import tools
 
     if tools.find("nvcc") is None or not torch.version.cuda:
         print("no nvcc or no CUDA build of torch: skipping the wheel build", flush=True)

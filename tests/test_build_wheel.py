@@ -9,8 +9,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import build_wheel
-import matrix
+from sagewheels import build as build_wheel
+from sagewheels import matrix
 
 
 def _rows():
@@ -198,7 +198,7 @@ def test_no_traceback_from_the_command_line(tmp_path):
 def _fake_build(monkeypatch, tmp_path, fail: bool):
     """main() with the toolchain accepted and the build commands faked: (rc, staged-source
     seen while the commands ran, the staging folder)."""
-    import check_wheel
+    from sagewheels import check as check_wheel
 
     monkeypatch.setattr(build_wheel, "toolchain_mismatch", lambda *a: [])
     monkeypatch.setattr(build_wheel.tools, "find", lambda name: f"/opt/fake/{name}")

@@ -17,8 +17,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import tools
-from build_wheel import stage_sources
+from sagewheels import tools
+from sagewheels.build import stage_sources
 
 pytestmark = pytest.mark.skipif(
     tools.find("nvcc") is None or torch.version.cuda is None

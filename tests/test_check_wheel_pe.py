@@ -133,8 +133,8 @@ def _helper_dll(tmp: Path) -> Path:
 def _delvewheel_plan_command(tmp: Path, wheel: Path, out: Path, *extra) -> list:
     """The repair command of the seed row's plan (scripts/build_wheel.py), pointed at `wheel`."""
     sys.path.insert(0, str(ROOT / "scripts"))
-    import build_wheel
-    import matrix
+    from sagewheels import build as build_wheel
+    from sagewheels import matrix
 
     rows, _ = matrix.check_rows(matrix.load_yaml(matrix.MATRIX), matrix.load_rules())
     plan = build_wheel.make_plan(next(r for r in rows if r.id == ROW), tmp / "plan",

@@ -18,7 +18,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from build_wheel import stage_sources
+from sagewheels.build import stage_sources
 
 NVCC = shutil.which("nvcc")
 

@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-import fatbin
+from sagewheels import fatbin
 
 NVCC = shutil.which("nvcc")
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="needs nvcc")
@@ -107,7 +107,7 @@ def test_cli_reports_missing_files_and_binaries_without_gpu_code(tmp_path, capsy
 
 @needs_nvcc
 def test_check_accepts_ptx_and_arch_suffixes(tmp_path):
-    import binary_checks
+    from sagewheels import binaries as binary_checks
 
     data = _nvcc(tmp_path, "k.so", "-shared", "-Xcompiler", "-fPIC",
                  "-gencode=arch=compute_90,code=sm_90", "-gencode=arch=compute_120,code=sm_120",

@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import matrix
+from sagewheels import matrix
 
 BROKEN = ROOT / "tests" / "data" / "broken_matrix.yaml"
 

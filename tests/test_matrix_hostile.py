@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import matrix
+from sagewheels import matrix
 
 SHIPPED = matrix.MATRIX.read_text(encoding="utf-8")
 MAX_OUTPUT = 100_000  # MAX_SHOWN problem lines of a few hundred characters

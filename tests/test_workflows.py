@@ -30,7 +30,7 @@ WORKFLOW_DIR = ROOT / ".github" / "workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.yml")) + sorted(WORKFLOW_DIR.glob("*.yaml"))
 
 sys.path.insert(0, str(ROOT / "scripts"))
-import tools
+from sagewheels import tools
 
 # (workflow file name, job id) -> the permission scopes that job may hold with `write`.
 # Empty today: every job only reads the repository (artifacts go up with the runner's token).

@@ -1,10 +1,10 @@
-"""Checks of one compiled file (.so, .pyd or .dll) taken from a wheel, for scripts/check_wheel.py.
+"""Checks of one compiled file (.so, .pyd or .dll) taken from a wheel, for scripts/sagewheels/check.py.
 
 - kind: ELF or PE, told by the magic bytes (never by the name alone);
 - structure: the file parses (pyelftools for ELF, pefile for PE) and no section or segment runs
   past its end, so a truncated or garbage file is one problem line naming it;
 - GPU code: a cubin for every arch the unit was built for, read from the fat-binary headers
-  (scripts/fatbin.py) and cross-checked with `cuobjdump --list-elf` where it is installed;
+  (scripts/sagewheels/fatbin.py) and cross-checked with `cuobjdump --list-elf` where it is installed;
 - linked libraries: ELF NEEDED entries (readelf) free of libpython / libtorch_python; PE imports
   (pefile) only from python3.dll, torch, CUDA, the MSVC runtime, Windows or DLLs the wheel
   vendors itself;
@@ -12,7 +12,7 @@
 
 Each check returns (problems, notes) and never raises on hostile bytes: a parser's exception or a
 failing readelf / cuobjdump is a problem naming the file. A missing tool or library is a note,
-never a silent pass. External programs are found through scripts/tools.py.
+never a silent pass. External programs are found through scripts/sagewheels/tools.py.
 """
 from __future__ import annotations
 
@@ -22,9 +22,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import fatbin
-import matrix
-import tools
+from . import fatbin, matrix, tools
 
 FORBIDDEN_NEEDED = ("libpython", "libtorch_python")
 # An arch as setup.py records it and --archs takes it: 8.0, 9.0a, 10.0f, 12.0+PTX.
@@ -200,7 +198,7 @@ def gpu_code_problems(lib: str, data: bytes, want: list) -> tuple:
                      "headers; cuobjdump not installed)")
     elif listed != have:
         problems.append(f"{lib}: cuobjdump lists cubins for sm {' '.join(listed) or 'none'}, the "
-                        f"fat binary headers say {' '.join(have) or 'none'}: scripts/fatbin.py "
+                        f"fat binary headers say {' '.join(have) or 'none'}: scripts/sagewheels/fatbin.py "
                         "misreads this toolkit's format")
     else:
         notes.append(f"{Path(lib).name}: cubins sm {' '.join(have)} (cuobjdump agrees)")
