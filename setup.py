@@ -235,6 +235,19 @@ def cuda_extensions():
                    f"-DSAGE_FP8_F16_ACCUM={int(f16_accum)}"]  # torch picks the C++ std
     if os.name == "nt":
         nvcc_common += ["-Xcompiler=/Zc:preprocessor", "-Xcompiler=/permissive-"]
+    # Reproducible binaries: the same row built twice from one commit gives identical bytes
+    # (tests/test_reproducible.py). Source paths (__FILE__ in error messages) are written
+    # relative to the checkout, whatever folder the build ran in; the symbol table, which holds
+    # the names of nvcc's temporary files, is stripped (the dynamic symbols stay); MSVC stamps no
+    # time and no random GUID with /Brepro.
+    if os.name == "nt":
+        cxx += ["/Brepro"]
+        nvcc_common += ["-Xcompiler=/Brepro"]
+        link = ["/Brepro"]
+    else:
+        cxx += [f"-ffile-prefix-map={HERE}=."]
+        nvcc_common += ["-Xcompiler", f"-ffile-prefix-map={HERE}=."]
+        link = ["-s"]
     if stable_target:
         # TORCH_STABLE_ONLY makes any ATen/c10 header an error; TORCH_TARGET_VERSION hides the
         # stable APIs newer than the target, so the binary only calls what that torch exports.
@@ -257,6 +270,7 @@ def cuda_extensions():
             include_dirs=[CSRC],
             py_limited_api=limited,
             extra_compile_args={"cxx": cxx, "nvcc": nvcc_common + _gencode(mine)},
+            extra_link_args=link,
         ))
     if "_C" not in unit_archs:
         return []
@@ -299,12 +313,20 @@ def _git_sha():
         return "unknown"
 
 
+def _build_time():
+    """SOURCE_DATE_EPOCH (the commit's time in reproducible builds) or now, ISO 8601 UTC."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    when = (datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc) if epoch.isdigit()
+            else datetime.datetime.now(datetime.timezone.utc))
+    return when.replace(microsecond=0).isoformat()
+
+
 def build_info_source():
     compiled = bool(EXT_MODULES)
     fields = [
         ("VERSION", VERSION),
         ("GIT_SHA", _git_sha()),
-        ("BUILT_AT", datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()),
+        ("BUILT_AT", _build_time()),
         # The values below describe the compiled extension; without one they are empty.
         ("TORCH_VERSION", BUILD_FACTS.get("TORCH_VERSION")),
         ("CUDA_VERSION", BUILD_FACTS.get("CUDA_VERSION")),

@@ -110,6 +110,10 @@ def make_plan(row: matrix.Row, out: Path, python: str = sys.executable, archs=No
         "SAGEATTENTION_LOCAL_VERSION": row.local_version,
         "SAGEATTENTION_ABI": row.abi,
     }
+    epoch = source_date_epoch()
+    if epoch:
+        # Reproducible wheels: zip timestamps and _build_info's BUILT_AT come from the commit.
+        env["SOURCE_DATE_EPOCH"] = epoch
     if row.abi == "stable":
         # The oldest torch the binary must run on: stable APIs newer than that stay hidden.
         env["SAGEATTENTION_TORCH_TARGET"] = row.torch_minor
@@ -134,6 +138,19 @@ def make_plan(row: matrix.Row, out: Path, python: str = sys.executable, archs=No
     commands.append(repair_command(row, python, raw / built, out))
     return Plan(row=row, env=env, commands=commands, wheel=wheel, built=built, out=out,
                 tools=found)
+
+
+def source_date_epoch() -> str | None:
+    """SOURCE_DATE_EPOCH as given, else the time of the checkout's last commit, else None."""
+    given = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if given.isdigit():
+        return given
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%ct"],
+                             capture_output=True, text=True, timeout=30, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out if out.isdigit() else None
 
 
 def cuda_home_of(nvcc: str | None) -> str | None:
