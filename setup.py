@@ -239,7 +239,9 @@ def cuda_extensions():
     # (tests/test_reproducible.py). Source paths (__FILE__ in error messages) are written
     # relative to the checkout, whatever folder the build ran in; the symbol table, which holds
     # the names of nvcc's temporary files, is stripped (the dynamic symbols stay); MSVC stamps no
-    # time and no random GUID with /Brepro.
+    # time and no random GUID with /Brepro. nvcc names internal-linkage symbols with random
+    # numbers unless given a seed (-frandom-seed, per unit below: the names also carry the
+    # source file's name, so the files of one unit stay distinct).
     if os.name == "nt":
         cxx += ["/Brepro"]
         nvcc_common += ["-Xcompiler=/Brepro"]
@@ -269,7 +271,8 @@ def cuda_extensions():
             sources=_cuda_sources(folder),
             include_dirs=[CSRC],
             py_limited_api=limited,
-            extra_compile_args={"cxx": cxx, "nvcc": nvcc_common + _gencode(mine)},
+            extra_compile_args={"cxx": cxx, "nvcc": nvcc_common + [f"-frandom-seed={module}"]
+                                + _gencode(mine)},
             extra_link_args=link,
         ))
     if "_C" not in unit_archs:
