@@ -239,9 +239,9 @@ def cuda_extensions():
     # (tests/test_reproducible.py). Source paths (__FILE__ in error messages) are written
     # relative to the checkout, whatever folder the build ran in; the symbol table, which holds
     # the names of nvcc's temporary files, is stripped (the dynamic symbols stay); MSVC stamps no
-    # time and no random GUID with /Brepro. nvcc names internal-linkage symbols with random
-    # numbers unless given a seed (-frandom-seed, per unit below: the names also carry the
-    # source file's name, so the files of one unit stay distinct).
+    # time and no random GUID with /Brepro. nvcc derives the names of internal-linkage device
+    # symbols from the source file's absolute path, so the build folder must be the same too
+    # (build_wheel.py builds from OUT/staged-source; CI's folders are fixed per runner).
     if os.name == "nt":
         cxx += ["/Brepro"]
         nvcc_common += ["-Xcompiler=/Brepro"]
@@ -271,8 +271,7 @@ def cuda_extensions():
             sources=_cuda_sources(folder),
             include_dirs=[CSRC],
             py_limited_api=limited,
-            extra_compile_args={"cxx": cxx, "nvcc": nvcc_common + [f"-frandom-seed={module}"]
-                                + _gencode(mine)},
+            extra_compile_args={"cxx": cxx, "nvcc": nvcc_common + _gencode(mine)},
             extra_link_args=link,
         ))
     if "_C" not in unit_archs:

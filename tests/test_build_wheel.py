@@ -232,3 +232,15 @@ def test_a_finished_build_removes_its_staging_folder(monkeypatch, tmp_path, caps
     rc, seen, staged = _fake_build(monkeypatch, tmp_path, fail=False)
     assert rc == 0 and seen == [True, True] and not staged.exists()
     assert "check: ok" in capsys.readouterr().out
+
+
+def test_every_plan_pins_source_date_epoch_to_the_commit(monkeypatch):
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    when = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%ct"],
+                          capture_output=True, text=True, check=False).stdout.strip()
+    if not when.isdigit():
+        pytest.skip("not a git checkout")
+    for row in _rows():
+        assert build_wheel.make_plan(row, Path("/tmp/out")).env["SOURCE_DATE_EPOCH"] == when
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert build_wheel.make_plan(_rows()[0], Path("/tmp/out")).env["SOURCE_DATE_EPOCH"] == "1700000000"
