@@ -13,7 +13,7 @@ SCRIPTS = ROOT / "scripts"
 PACKAGE = SCRIPTS / "sagewheels"
 # Front end -> the module that implements it.
 FRONT_ENDS = {"matrix.py": "matrix", "build_wheel.py": "build", "check_wheel.py": "check",
-              "fatbin.py": "fatbin", "tools.py": "tools"}
+              "fatbin.py": "fatbin", "tools.py": "tools", "validate_wheel.py": "validate"}
 
 
 def _imports(path: Path) -> set:
