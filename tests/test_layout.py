@@ -13,7 +13,8 @@ SCRIPTS = ROOT / "scripts"
 PACKAGE = SCRIPTS / "sagewheels"
 # Front end -> the module that implements it.
 FRONT_ENDS = {"matrix.py": "matrix", "build_wheel.py": "build", "check_wheel.py": "check",
-              "fatbin.py": "fatbin", "tools.py": "tools", "validate_wheel.py": "validate"}
+              "fatbin.py": "fatbin", "tools.py": "tools", "validate_wheel.py": "validate",
+              "publish.py": "publish", "make_index.py": "index"}
 
 
 def _imports(path: Path) -> set:
