@@ -1,5 +1,6 @@
 """scripts/matrix.py: the build matrix checker and expander (no GPU, no network)."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -352,3 +353,217 @@ def test_merged_matrix_expands_like_written_out_rows(tmp_path):
     assert [e["id"] for e in entries] == ["merged", "first-wins"]
     assert entries[0]["wheels"] == [
         f"sageattention-{matrix.package_version()}+cu129torch2.8.0-cp39-abi3-win_amd64.whl"]
+
+
+# ---------------------------------------------------------------------------------------------
+# gpu_runners: the self-hosted GPU runners that validate each row before a release publishes it
+
+LINUX_ROW = ('  - {id: lin, platform: linux, python: abi3, python_min: cp39, torch: "2.8.0", '
+             'cuda: cu129, toolkit: "12.9.1", triton: "triton==3.4.*", abi: abi3, manylinux: "2_28"ARCHS}\n')
+WINDOWS_ROW = ('  - {id: win, platform: windows, python: abi3, python_min: cp39, torch: "2.8.0", '
+               'cuda: cu129, toolkit: "12.9.1", triton: "triton-windows<3.5", abi: abi3}\n')
+RUNNERS = ("gpu_runners:\n"
+           "  linux-sm80: [self-hosted, linux, gpu, sm80]\n"
+           "  linux-sm90: [self-hosted, Linux, X64, sm90]\n"
+           "  windows-sm89: [self-hosted, windows, gpu, sm89]\n")
+
+
+def _gpu_file(tmp_path, runners=RUNNERS, archs="", rows=None):
+    text = runners + "rows:\n" + (rows or LINUX_ROW.replace("ARCHS", archs) + WINDOWS_ROW)
+    path = tmp_path / "m.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _gpu_check(tmp_path, **kw):
+    rows, problems = matrix.check_rows(matrix.load_matrix(_gpu_file(tmp_path, **kw)), matrix.load_rules())
+    return {r.id: r for r in rows}, problems
+
+
+def test_shipped_matrix_validates_every_row_on_a_gpu_runner():
+    entries = json.loads(run("expand", "--format", "json").stdout)
+    assert all(e["gpu_runners"] for e in entries)
+    assert all(name.startswith(e["platform"] + "-sm") for e in entries for name in e["gpu_runners"])
+    jobs = json.loads(run("expand", "--validations", "--format", "github").stdout)["include"]
+    assert len(jobs) == sum(len(e["gpu_runners"]) for e in entries)  # abi3 rows: one Python each
+    seed = next(j for j in jobs if j["id"] == "win-torch2.8.0-cu129")
+    assert seed["gpu_runner"] == "windows-sm89" and seed["gpu_arch"] == "8.9" and seed["gpu_family"] == "sm89"
+    assert seed["gpu_labels"][0] == "self-hosted" and seed["test_python"] == "3.12"
+    assert seed["wheel"] == seed["wheels"][0] and seed["triton"] == "triton-windows<3.5"
+
+
+def test_rows_are_validated_where_their_archs_run(tmp_path):
+    rows, problems = _gpu_check(tmp_path)
+    assert problems == []
+    assert [r.name for r in rows["lin"].validate_on] == ["linux-sm80", "linux-sm90"]
+    assert [r.name for r in rows["win"].validate_on] == ["windows-sm89"]
+    # The installer's rule (sagewheels/matching.py): 8.0 code runs on an 8.6 GPU, 9.0a on 9.0 only.
+    runners = RUNNERS + "  linux-sm86: [self-hosted, linux, sm86]\n"
+    rows, problems = _gpu_check(tmp_path, runners=runners, archs=', archs: ["8.0", "9.0a"]')
+    assert problems == [] and [r.gpu for r in rows["lin"].validate_on] == ["8.0", "9.0", "8.6"]
+    rows, problems = _gpu_check(tmp_path, archs=', archs: ["9.0a"]')
+    assert problems == [] and [r.name for r in rows["lin"].validate_on] == ["linux-sm90"]
+
+
+def test_a_row_no_runner_validates_is_a_problem_naming_the_runner_to_add(tmp_path):
+    _rows, problems = _gpu_check(tmp_path, archs=', archs: ["12.0"]')
+    assert len(problems) == 1 and problems[0].row == "lin" and problems[0].line == 6
+    assert "no GPU runner in gpu_runners validates this linux row (archs 12.0)" in problems[0].message
+    assert "add a runner, e.g. linux-sm120: [self-hosted, linux, gpu, sm120]" in problems[0].message
+    # A Windows row is never validated on a Linux runner.
+    no_windows = RUNNERS.replace("  windows-sm89: [self-hosted, windows, gpu, sm89]\n", "")
+    _rows, problems = _gpu_check(tmp_path, runners=no_windows)
+    assert [p.row for p in problems] == ["win"]
+
+
+def test_without_gpu_runners_check_passes_but_validations_are_refused(tmp_path):
+    rows, problems = _gpu_check(tmp_path, runners="")
+    assert problems == [] and rows["lin"].validate_on == []
+    path = _gpu_file(tmp_path, runners="")
+    proc = run("expand", "--validations", "--format", "github", "--matrix", str(path))
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "declares no gpu_runners; a release validates every wheel on a GPU" in proc.stderr
+    assert json.loads(run("expand", "--format", "json", "--matrix", str(path)).stdout)[0]["gpu_runners"] == []
+
+
+WRITE = "write linux-sm80: [self-hosted, linux, gpu, sm80]"
+GPU_RUNNER_GAPS = [
+    # (the gpu_runners YAML, what is wrong, what to write instead)
+    ("gpu_runners: [self-hosted, linux]",
+     "gpu_runners must be a mapping of PLATFORM-smXY to runner labels, not a list",
+     "write e.g. linux-sm80: [self-hosted, linux, gpu, sm80]"),
+    ("gpu_runners: {}", "runner labels, not empty", "write e.g. linux-sm80"),
+    ("gpu_runners:\n  sm80: [self-hosted, linux, sm80]",
+     "gpu_runners key 'sm80' must name a platform and a GPU family",
+     "PLATFORM-smXY (linux-sm80, windows-sm89, linux-sm120)"),
+    ("gpu_runners:\n  macos-sm80: [self-hosted, sm80]", "key 'macos-sm80' must name a platform",
+     "write e.g."),
+    ("gpu_runners:\n  linux-sm99: [self-hosted, linux, sm99]", "sm99 is GPU 9.9, not a GPU arch",
+     "use one of sm35, sm37"),
+    ("gpu_runners:\n  linux-sm80: self-hosted",
+     "gpu_runners linux-sm80 must be a list of runner labels, not text", WRITE),
+    ("gpu_runners:\n  linux-sm80: []", "not an empty list", WRITE),
+    ("gpu_runners:\n  linux-sm80: [linux, self-hosted, sm80]",
+     "the first label must be self-hosted, not 'linux'", WRITE),
+    ("gpu_runners:\n  linux-sm80: [ubuntu-latest]", "the first label must be self-hosted", WRITE),
+    ("gpu_runners:\n  linux-sm80: [self-hosted, windows, sm80]",
+     "lacks the label linux: a runner of the other platform could take the job", WRITE),
+    ("gpu_runners:\n  linux-sm80: [self-hosted, linux, gpu]",
+     "lacks the label sm80: a runner with another GPU could take the job", WRITE),
+    ("gpu_runners:\n  linux-sm80: [self-hosted, linux, sm80, Linux]",
+     "lists a label twice (labels ignore case)", WRITE),
+    ("gpu_runners:\n  linux-sm80: [self-hosted, linux, sm80, 80]", "label the number 80 must be a word",
+     WRITE),
+    ('gpu_runners:\n  linux-sm80: [self-hosted, linux, sm80, "my gpu"]',
+     "label 'my gpu' must be a word of letters, digits", WRITE),
+    ("gpu_runners:\n  linux-sm80: [self-hosted, linux, sm80, [gpu]]", "label a list must be a word", WRITE),
+]
+
+
+@pytest.mark.parametrize("runners, wrong, fix", GPU_RUNNER_GAPS, ids=[g[1][:40] for g in GPU_RUNNER_GAPS])
+def test_each_gpu_runner_gap_names_what_to_write(tmp_path, runners, wrong, fix):
+    _rows, problems = _gpu_check(tmp_path, runners=runners + "\n")
+    assert [p.row for p in problems] == ["gpu_runners"], problems  # not again as unvalidated rows
+    assert problems[0].line >= 1 and wrong in problems[0].message, problems[0].message
+    assert fix in problems[0].message, problems[0].message
+
+
+def test_gpu_runner_problems_keep_the_cli_format(tmp_path):
+    path = _gpu_file(tmp_path, runners="gpu_runners:\n  linux-sm80: [self-hosted, linux]\n")
+    proc = run("check", "--matrix", str(path))
+    assert proc.returncode == 1
+    assert proc.stdout.startswith(f"{path}:2: row gpu_runners: gpu_runners linux-sm80 lacks the label sm80")
+
+
+def test_cpython_rows_are_validated_once_per_python_tag(tmp_path):
+    row = ('  - {id: cp, platform: linux, python: [cp311, cp312], torch: "2.8.0", cuda: cu129, '
+           'toolkit: "12.9.1", triton: "triton==3.4.*", abi: cpython}\n')
+    path = _gpu_file(tmp_path, rows=row)
+    jobs = json.loads(run("expand", "--validations", "--format", "json", "--matrix", str(path)).stdout)
+    pairs = [(j["gpu_runner"], j["test_python"], j["wheel"].split("-")[2]) for j in jobs]
+    assert pairs == [("linux-sm80", "3.11", "cp311"), ("linux-sm80", "3.12", "cp312"),
+                     ("linux-sm90", "3.11", "cp311"), ("linux-sm90", "3.12", "cp312")]
+
+
+def test_abi3_rows_test_python_3_12_within_the_rows_range():
+    rules = matrix.load_rules()
+    raw = {"id": "r", "platform": "linux", "python": "abi3", "torch": "2.5.1", "cuda": "cu124",
+           "toolkit": "12.4.1", "triton": "triton==3.1.*", "abi": "cpython"}
+    row, problems = matrix._check_row("r", {**raw, "python": ["cp39", "cp310"]}, {}, 0, rules)
+    assert problems == [] and matrix.validation_pythons(row, rules) == ["3.9", "3.10"]
+    abi3 = {**raw, "abi": "abi3", "torch": "2.6.0", "cuda": "cu126", "toolkit": "12.6.3",
+            "triton": "triton==3.2.*", "python_min": "cp39"}
+    row, _ = matrix._check_row("r", abi3, {}, 0, rules)
+    assert matrix.validation_pythons(row, rules) == ["3.12"]
+    row.python_min = "cp313"  # newer than 3.12: the oldest the wheel claims
+    assert matrix.validation_pythons(row, rules) == ["3.13"]
+
+
+@pytest.mark.parametrize("runners", [
+    "gpu_runners:\n", "gpu_runners: 7\n", "gpu_runners:\n  linux-sm80:\n",
+    "gpu_runners:\n  linux-sm80: {a: 1}\n",
+    "gpu_runners:\n  ? [a, b]\n  : [self-hosted]\n", "gpu_runners:\n  7: [self-hosted]\n",
+    "x-l: &l [self-hosted, linux, sm80]\ngpu_runners:\n  linux-sm80: *l\n  linux-sm90: [*l]\n",
+    "gpu_runners:\n  linux-sm80: [self-hosted, linux, sm80, " + ", ".join(f"l{i}" for i in range(30)) + "]\n",
+    "gpu_runners:\n" + "".join(f"  linux-sm80x{i}: [self-hosted]\n" for i in range(70)),
+])
+def test_odd_gpu_runners_are_problems_not_tracebacks(tmp_path, runners):
+    path = _gpu_file(tmp_path, runners=runners)
+    commands = (("check",), ("expand", "--format", "json"), ("expand", "--validations", "--format", "github"))
+    for args in commands:
+        proc = run(*args, "--matrix", str(path))
+        assert "Traceback" not in proc.stderr and proc.returncode in (0, 1), (args, proc.stderr)
+    assert run("check", "--matrix", str(path)).returncode == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs: the key of everything a row's wheel is built from, and reuse of a released wheel
+
+def test_inputs_keys_are_stable_per_row_and_follow_the_row():
+    first = json.loads(run("inputs").stdout)
+    assert first == json.loads(run("inputs").stdout)  # the same commit and matrix, the same keys
+    entries = json.loads(run("expand", "--format", "json").stdout)
+    assert list(first) == [e["id"] for e in entries]
+    assert all(re.fullmatch(r"sha256:[0-9a-f]{64}", v["key"]) and v["reuse"] is False for v in first.values())
+    assert len({v["key"] for v in first.values()}) == len(first)
+    entry = entries[0]
+    sources = matrix.source_ids()
+    assert set(sources) == set(matrix.INPUT_PATHS) and sources["csrc"] != "absent"
+    key = matrix.inputs_key(entry, sources)
+    assert key == first[entry["id"]]["key"]
+    # Where a wheel is validated does not change what it is built from; its toolkit does.
+    assert matrix.inputs_key({**entry, "gpu_runners": ["linux-sm89"]}, sources) == key
+    assert matrix.inputs_key({**entry, "toolkit": "12.9.0"}, sources) != key
+    assert matrix.inputs_key(entry, {**sources, "csrc": "0" * 40}) != key
+
+
+def test_a_released_wheel_with_the_same_key_is_reused(tmp_path):
+    keys = json.loads(run("inputs").stdout)
+    seed = keys["win-torch2.8.0-cu129"]
+    released = tmp_path / "released"
+    released.mkdir()
+    (released / (seed["wheels"][0] + ".inputs")).write_text(seed["key"] + "\n")
+    other = keys["linux-torch2.8.0-cu129"]
+    (released / (other["wheels"][0] + ".inputs")).write_text("sha256:" + "0" * 64 + "\n")  # other inputs
+    found = json.loads(run("inputs", "--released", str(released)).stdout)
+    assert [k for k, v in found.items() if v["reuse"]] == ["win-torch2.8.0-cu129"]
+    proc = run("inputs", "--released", str(released), "--reused")
+    assert proc.stdout.splitlines() == seed["wheels"]
+    builds = json.loads(run("expand", "--platform", "windows", "--released", str(released), "--format",
+                            "github").stdout)["include"]
+    assert (builds[0]["id"], builds[0]["reuse"]) == ("win-torch2.8.0-cu129", True)
+    assert all(e["inputs_key"] == keys[e["id"]]["key"] for e in builds)
+    assert not any(e["reuse"] for e in builds[1:])
+    # No release folder at all: nothing is reused.
+    nothing = json.loads(run("inputs", "--released", str(tmp_path / "no")).stdout)
+    assert not any(v["reuse"] for v in nothing.values())
+
+
+def test_inputs_outside_a_git_checkout_is_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "sageattention").mkdir()
+    (tmp_path / "sageattention" / "_version.py").write_text('__version__ = "2.2.0"\n')
+    monkeypatch.setattr(matrix, "ROOT", tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # no checkout above it either
+    assert matrix.main(["inputs"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and "is not a git checkout with a commit" in err

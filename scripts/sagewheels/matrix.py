@@ -1,16 +1,22 @@
 """Check and expand build_matrix.yaml against the rules in scripts/compat_rules.yaml.
 
     python scripts/matrix.py check  [--matrix PATH]
-    python scripts/matrix.py expand [--matrix PATH] [--platform windows|linux]
-                                    --format json|github|markdown
+    python scripts/matrix.py expand [--matrix PATH] [--platform windows|linux] [--validations]
+                                    [--released DIR] --format json|github|markdown
+    python scripts/matrix.py inputs [--matrix PATH] [--released DIR] [--reused]
 
 `check` reports every problem (not just the first) as ``PATH:LINE: row ID: what is wrong;
 what to use instead`` and exits 1 if there is any, else 0. A file that cannot be checked at all
 (unreadable, not UTF-8, not YAML, too large, aliases that expand too far, `rows` not a list of
 mappings) is one line ``PATH:LINE: what is wrong; what to do`` (``PATH: ...`` where no line
 applies) and exit status 2. `expand` prints the rows with everything derived (archs, wheel
-tags, local version, runner): "github" is one JSON line ``{"include": [...]}`` for
-``fromJSON`` in a workflow, "markdown" is docs/compatibility.md.
+tags, local version, runner, the GPU runners that validate the row): "github" is one JSON line
+``{"include": [...]}`` for ``fromJSON`` in a workflow, "markdown" is docs/compatibility.md. With
+--validations it prints one entry per (row, GPU runner, Python) instead: the validation jobs of
+.github/workflows/release.yml. `inputs` prints, per row, the key of everything its wheel is built
+from (the expanded row and the committed trees of the sources) and, with --released, whether
+the `<wheel>.inputs` files of a release in DIR carry the same key (the release reuses that wheel;
+--reused lists those wheels). `expand --released DIR` adds both to each row: inputs_key, reuse.
 """
 from __future__ import annotations
 
@@ -18,8 +24,10 @@ import argparse
 import codecs
 import collections
 import difflib
+import hashlib
 import json
 import re
+import subprocess
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -33,6 +41,8 @@ from ruamel.yaml.constructor import ConstructorError, DuplicateKeyError, RoundTr
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
 
+from . import matching
+
 ROOT = Path(__file__).resolve().parents[2]
 MATRIX = ROOT / "build_matrix.yaml"
 RULES = ROOT / "scripts" / "compat_rules.yaml"  # data maintainers edit, beside the front ends
@@ -44,9 +54,9 @@ TEXT_KEYS = tuple(k for k in ROW_KEYS if k not in ("python", "archs"))
 PLATFORMS = ("linux", "windows")
 ABIS = ("cpython", "abi3", "stable")
 DEFAULT_RUNNER = {"linux": "ubuntu-22.04", "windows": "windows-2022"}
-# The glibc of the ubuntu-22.04 runner the Linux rows build on (.github/workflows/wheels.yml);
-# building inside a manylinux_2_28 image would let a row claim 2_28. Other runners: the
-# linux_runner table of compat_rules.yaml.
+# The glibc of the ubuntu-22.04 runner the Linux rows build on (.github/workflows/wheels.yml).
+# Rows that release.yml builds inside its manylinux_2_28 image say manylinux: "2_28" themselves.
+# Other runners: the linux_runner table of compat_rules.yaml.
 DEFAULT_MANYLINUX = "2_35"
 # What a maintainer would write, for the "write ... instead" half of type messages.
 EXAMPLES = {"id": "win-torch2.8.0-cu129", "platform": "windows", "python": "abi3",
@@ -68,6 +78,25 @@ MAX_VALUES = 100_000  # counted with every alias expanded where it is used
 MAX_ROWS = 512
 MAX_JOBS = 256  # GitHub Actions runs at most 256 jobs per matrix; CI has one matrix per platform
 MAX_SHOWN = 100  # problems printed; the rest are counted
+
+# gpu_runners: the self-hosted runners that validate wheels on a GPU before a release publishes
+# them, one entry per platform and GPU family: `linux-sm80: [self-hosted, linux, gpu, sm80]`.
+# The family is the GPU's compute capability (sm80 = 8.0, sm120 = 12.0: the last digit is the
+# minor); a row is validated on every runner of its platform whose GPU its archs cover.
+GPU_RUNNER_RE = re.compile(r"(?P<platform>linux|windows)-sm(?P<major>[1-9][0-9]?)(?P<minor>[0-9])")
+# GitHub runner labels: letters, digits, '.', '_', '-' keep them plain words in YAML and logs.
+LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+MAX_LABELS = 20
+MAX_GPU_RUNNERS = 64
+# The Python a validation job tests an abi3 or stable wheel with, clamped to the row's range:
+# every torch in compat_rules.yaml publishes cp312 wheels, and actions/setup-python provides it
+# on GitHub's and on self-hosted Linux and Windows runners.
+TEST_PYTHON = (3, 12)
+# What a wheel is built from besides its row (`inputs`): the committed trees and files of the
+# sources, the build tools and the workflow that builds it (its toolchain image and installers).
+INPUT_PATHS = ("csrc", "setup.py", "pyproject.toml", "sageattention", "scripts",
+               ".github/workflows/release.yml")
+INPUTS_SUFFIX = ".inputs"  # release asset <wheel>.inputs: the key the wheel was built from
 
 
 class MatrixError(Exception):
@@ -93,6 +122,20 @@ class Problem:
 
 
 @dataclass
+class GpuRunner:
+    """One entry of gpu_runners: a pool of self-hosted runners with one GPU family."""
+    name: str  # linux-sm80
+    platform: str
+    gpu: str  # the compute capability, "8.0"
+    labels: list
+    line: int = 0
+
+    @property
+    def family(self) -> str:
+        return self.name.split("-", 1)[1]
+
+
+@dataclass
 class Row:
     """One validated row with its derived values."""
     id: str
@@ -110,6 +153,9 @@ class Row:
     manylinux: str = DEFAULT_MANYLINUX
     line: int = 0
     lines: dict = field(default_factory=dict, repr=False)
+    # Set by check_rows: the GPU runners that validate this row, and the Pythons they test with.
+    validate_on: list = field(default_factory=list)
+    test_pythons: list = field(default_factory=list)
 
     @property
     def torch_minor(self) -> str:
@@ -641,16 +687,137 @@ def check_rows(matrix, rules: dict) -> tuple:
         if row is not None:
             rows.append(row)
     problems += _job_count_problems(rows, matrix)
+    problems += _validation_problems(rows, matrix, rules)
     return rows, problems
 
 
 def _top_level_problems(matrix) -> list:
     # Top-level keys starting with x- are free (as in compose files): a place for anchors of
     # shared row fields that is not a row itself.
-    return [Problem(_line(matrix, key), "-", f"unknown top-level key {_show(key)}; use 'defaults' "
-                                             "and 'rows' (and x-... keys for anchors)")
-            for key in matrix if key not in ("defaults", "rows")
+    return [Problem(_line(matrix, key), "-", f"unknown top-level key {_show(key)}; use 'defaults', "
+                                             "'rows' and 'gpu_runners' (and x-... keys for anchors)")
+            for key in matrix if key not in ("defaults", "rows", "gpu_runners")
             and not (isinstance(key, str) and key.startswith("x-"))]
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU runners: which self-hosted runners validate which rows
+
+GPU_RUNNER_EXAMPLE = "linux-sm80: [self-hosted, linux, gpu, sm80]"
+
+
+def gpu_runners(matrix, rules: dict) -> tuple:
+    """(runners, problems) of the top-level gpu_runners mapping; ([], []) without one."""
+    if not isinstance(matrix, dict) or "gpu_runners" not in matrix:
+        return [], []
+    node = matrix["gpu_runners"]
+    where = _line(matrix, "gpu_runners")
+    if not isinstance(node, dict) or not node:
+        what = "empty" if isinstance(node, dict) else _kind(node)
+        return [], [Problem(where, "gpu_runners", f"gpu_runners must be a mapping of PLATFORM-smXY to "
+                            f"runner labels, not {what}; write e.g. {GPU_RUNNER_EXAMPLE}")]
+    if len(node) > MAX_GPU_RUNNERS:
+        return [], [Problem(where, "gpu_runners", f"gpu_runners has {len(node)} entries, more than "
+                            f"{MAX_GPU_RUNNERS}; declare one per platform and GPU family")]
+    known = rules["rules"]["known_archs"]["archs"]
+    runners, problems = [], []
+    for key, labels in node.items():
+        line = _line(node, key) or where
+        why = _runner_key_problem(key, known) or _labels_problem(key, labels)
+        if why:
+            problems.append(Problem(line, "gpu_runners", why))
+            continue
+        m = GPU_RUNNER_RE.fullmatch(key)
+        runners.append(GpuRunner(name=key, platform=m["platform"], gpu=f"{m['major']}.{m['minor']}",
+                                 labels=list(labels), line=line))
+    return runners, problems
+
+
+def _runner_key_problem(key, known: list) -> str | None:
+    m = GPU_RUNNER_RE.fullmatch(key) if isinstance(key, str) else None
+    if m is None:
+        return (f"gpu_runners key {_show(key)} must name a platform and a GPU family, "
+                f"PLATFORM-smXY (linux-sm80, windows-sm89, linux-sm120); write e.g. {GPU_RUNNER_EXAMPLE}")
+    gpu = f"{m['major']}.{m['minor']}"
+    if gpu not in known:
+        return (f"gpu_runners key {key}: sm{m['major']}{m['minor']} is GPU {gpu}, not a GPU arch "
+                f"scripts/compat_rules.yaml knows; use one of "
+                f"{', '.join('sm' + a.replace('.', '') for a in known)}")
+    return None
+
+
+def _labels_problem(key: str, labels) -> str | None:
+    """Why a runner's labels would not select a self-hosted runner of that platform and GPU."""
+    platform, family = key.split("-", 1)
+    example = f"{key}: [self-hosted, {platform}, gpu, {family}]"
+    if not isinstance(labels, list) or not labels:
+        what = "an empty list" if isinstance(labels, list) else _kind(labels)
+        return f"gpu_runners {key} must be a list of runner labels, not {what}; write {example}"
+    if len(labels) > MAX_LABELS:
+        return f"gpu_runners {key} has {len(labels)} labels, more than {MAX_LABELS}; write {example}"
+    for label in labels:
+        if not isinstance(label, str) or not LABEL_RE.fullmatch(label):
+            shown = _show(label) if isinstance(label, str) else _kind(label)
+            return (f"gpu_runners {key}: label {shown} must be a word of letters, digits, '.', '_' or "
+                    f"'-' (at most 100); write {example}")
+    lower = [label.lower() for label in labels]
+    if labels[0] != "self-hosted":
+        # A GitHub-hosted label (ubuntu-latest) has no GPU: the validation would fail or, worse,
+        # be picked up by a runner the project does not control.
+        return (f"gpu_runners {key}: the first label must be self-hosted, not {_show(labels[0])}; "
+                f"write {example}")
+    if len(set(lower)) != len(lower):
+        return f"gpu_runners {key} lists a label twice (labels ignore case); write {example}"
+    # Labels match case-insensitively on GitHub; self-hosted runners carry Linux/Windows.
+    if platform not in lower:
+        return (f"gpu_runners {key} lacks the label {platform}: a runner of the other platform could "
+                f"take the job; write {example}")
+    if family not in lower:
+        return (f"gpu_runners {key} lacks the label {family}: a runner with another GPU could take the "
+                f"job; write {example}")
+    return None
+
+
+def _covering(row: Row, runners: list) -> list:
+    """The runners of the row's platform whose GPU the row's archs cover (the installer's rule,
+    sagewheels/matching.py: a GPU X.Y runs X.Z cubins with Z <= Y, X.Ya, and +PTX <= X.Y)."""
+    return [r for r in runners if r.platform == row.platform and matching.gpu_covered(r.gpu, row.archs)]
+
+
+def validation_pythons(row: Row, rules: dict) -> list:
+    """The Pythons (X.Y) a validation of the row runs: each tag of a cpython row; one for an
+    abi3 or stable row, TEST_PYTHON clamped to python_min .. the newest of the row's torch."""
+    if row.abi == "cpython":
+        return [f"{_cp(t)[0]}.{_cp(t)[1]}" for t in row.python]
+    newest = _cp(rules["torch"][row.torch_minor]["python"][1])
+    pick = max(min(TEST_PYTHON, newest), _cp(row.python_min))
+    return [f"{pick[0]}.{pick[1]}"]
+
+
+def _validation_problems(rows: list, matrix, rules: dict) -> list:
+    """Problems of gpu_runners, and, once it is sound, every row that no runner validates (a
+    release publishes only validated wheels) and a validation matrix over GitHub's job limit."""
+    runners, problems = gpu_runners(matrix, rules)
+    for row in rows:
+        row.validate_on = _covering(row, runners)
+        row.test_pythons = validation_pythons(row, rules)
+    if problems or not runners:
+        return problems
+    for row in rows:
+        if not row.validate_on:
+            base = (row.archs or ["8.0"])[0].replace("+PTX", "").rstrip("a")
+            family = "sm" + base.replace(".", "")
+            problems.append(Problem(row.line, row.id, (
+                f"no GPU runner in gpu_runners validates this {row.platform} row (archs "
+                f"{' '.join(row.archs)}): a release publishes only validated wheels; add a runner, e.g. "
+                f"{row.platform}-{family}: [self-hosted, {row.platform}, gpu, {family}] "
+                "(docs/releasing.md, Adding a GPU runner)")))
+    jobs = sum(len(r.validate_on) * len(r.test_pythons) for r in rows)
+    if jobs > MAX_JOBS:
+        problems.append(Problem(_line(matrix, "gpu_runners"), "gpu_runners", (
+            f"{jobs} validation jobs (rows x their GPU runners); GitHub Actions runs at most {MAX_JOBS} "
+            "per matrix: drop runners or rows")))
+    return problems
 
 
 def _defaults_problems(defaults) -> tuple:
@@ -998,7 +1165,23 @@ def expand(rows: list, version: str) -> list:
         "python": row.python, "python_min": row.python_min, "archs": " ".join(row.archs),
         "msvc_toolset": row.msvc_toolset, "local_version": row.local_version,
         "wheels": row.wheel_names(version),
+        "gpu_runners": [r.name for r in row.validate_on],
     } for row in rows]
+
+
+def validations(rows: list, version: str) -> list:
+    """The validation jobs: one per row, GPU runner that covers it and Python to test with,
+    each naming the one wheel it validates and the runner labels to run on."""
+    out = []
+    for row, entry in zip(rows, expand(rows, version)):
+        wheels = dict(zip(row.test_pythons, entry["wheels"])) if row.abi == "cpython" else \
+            {row.test_pythons[0]: entry["wheels"][0]}
+        for runner in row.validate_on:
+            for python, wheel in wheels.items():
+                out.append({**entry, "wheel": wheel, "test_python": python, "gpu_runner": runner.name,
+                            "gpu_family": runner.family, "gpu_arch": runner.gpu,
+                            "gpu_labels": list(runner.labels)})
+    return out
 
 
 def markdown(entries: list, version: str) -> str:
@@ -1011,17 +1194,85 @@ def markdown(entries: list, version: str) -> str:
         "print(torch.__version__)\"`), and the Triton requirement of that row; never let pip",
         "replace torch.",
         "",
-        "| platform | torch | CUDA variant | Python | Triton | GPU archs | wheel |",
-        "|---|---|---|---|---|---|---|",
+        "| platform | torch | CUDA variant | Python | Triton | GPU archs | validated on | wheel |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for e in entries:
         torch = f"{e['torch']} and later (stable ABI)" if e["abi"] == "stable" else e["torch"]
         python = f"{e['python_min']}+ (abi3)" if e["abi"] in ("abi3", "stable") else ", ".join(e["python"])
         wheels = "<br>".join(f"`{w}`" for w in e["wheels"])
+        gpus = ", ".join(name.split("-", 1)[1] for name in e["gpu_runners"]) or "-"
         lines.append(f"| {e['platform']} | {torch} | {e['cuda']} (toolkit {e['toolkit']}) | "
-                     f"{python} | `{e['triton']}` | {e['archs']} | {wheels} |")
-    lines += ["", f"Package version of these names: {version}.", ""]
+                     f"{python} | `{e['triton']}` | {e['archs']} | {gpus} | {wheels} |")
+    lines += [
+        "",
+        "\"validated on\": the GPU families (sm89 = compute capability 8.9) on which the release",
+        "workflow runs every kernel path of the wheel against an fp64 reference before it publishes",
+        "the wheel (docs/releasing.md).",
+        "",
+        f"Package version of these names: {version}.",
+        "",
+    ]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: what a row's wheel is built from, as one key
+
+def _git(*args) -> str | None:
+    try:
+        proc = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
+                              timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def source_ids() -> dict:
+    """Path -> git object id at HEAD (a tree for a folder, a blob for a file; "absent" for a
+    path HEAD lacks) of every INPUT_PATHS entry. Object ids name content, not the checkout's
+    location or time: the same commit gives the same ids anywhere."""
+    if _git("rev-parse", "--verify", "HEAD") is None:
+        raise MatrixError(ROOT, None, "is not a git checkout with a commit (git rev-parse HEAD failed); "
+                                      "the inputs key names the committed sources: run it in a clone")
+    changed = _git("status", "--porcelain", "--", *INPUT_PATHS)
+    if changed:
+        # Only the committed sources count: a key from a dirty tree would claim what is not built.
+        print(f"note: uncommitted changes under {', '.join(INPUT_PATHS)} are not part of the key",
+              file=sys.stderr)
+    return {path: _git("rev-parse", "--verify", "--quiet", f"HEAD:{path}") or "absent"
+            for path in INPUT_PATHS}
+
+
+def inputs_key(entry: dict, sources: dict) -> str:
+    """sha256 of the expanded row (without gpu_runners: where a wheel is validated does not change
+    it) and the source ids, as canonical JSON."""
+    row = {k: v for k, v in entry.items() if k != "gpu_runners"}
+    text = json.dumps({"row": row, "sources": sources}, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def released_key(folder: Path, wheel: str) -> str | None:
+    """The key in FOLDER/<wheel>.inputs (a release asset downloaded there), None without one."""
+    path = Path(folder) / (wheel + INPUTS_SUFFIX)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(200)  # "sha256:" + 64 hex digits and a line break
+    except OSError:
+        return None
+    return data.decode("ascii", "replace").strip()
+
+
+def inputs(rows: list, version: str, released: Path | None = None) -> dict:
+    """Row id -> {"key", "wheels", "reuse"}: reuse when every wheel of the row has a released
+    <wheel>.inputs with the same key."""
+    sources = source_ids()
+    out = {}
+    for entry in expand(rows, version):
+        key = inputs_key(entry, sources)
+        reuse = released is not None and all(released_key(released, w) == key for w in entry["wheels"])
+        out[entry["id"]] = {"key": key, "wheels": entry["wheels"], "reuse": reuse}
+    return out
 
 
 def package_version() -> str:
@@ -1042,13 +1293,22 @@ def print_problems(problems: list, shown: str, file=sys.stdout) -> None:
 def _parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    for name in ("check", "expand"):
+    for name in ("check", "expand", "inputs"):
         p = sub.add_parser(name)
         p.add_argument("--matrix", type=Path, default=MATRIX)
         p.add_argument("--rules", type=Path, default=RULES)
         if name == "expand":
             p.add_argument("--platform", choices=PLATFORMS)
             p.add_argument("--format", choices=("json", "github", "markdown"), required=True)
+            p.add_argument("--validations", action="store_true",
+                           help="one entry per (row, GPU runner, Python): the validation jobs")
+        if name in ("expand", "inputs"):
+            p.add_argument("--released", type=Path, metavar="DIR",
+                           help="folder with a release's <wheel>.inputs assets (expand: adds each "
+                                "row's inputs_key and reuse)")
+        if name == "inputs":
+            p.add_argument("--reused", action="store_true",
+                           help="print the wheels the release reuses, one per line")
     return ap.parse_args(argv)
 
 
@@ -1070,16 +1330,52 @@ def main(argv=None) -> int:
     if args.command == "check":
         print(f"{shown}: {len(rows)} rows, no problems")
         return 0
+    version = package_version()
+    if args.command == "inputs":
+        return _print_inputs(rows, version, args)
     if args.platform:
         rows = [r for r in rows if r.platform == args.platform]
-    version = package_version()
-    entries = expand(rows, version)
+    if args.validations:
+        if "gpu_runners" not in matrix:
+            print(f"{shown}: declares no gpu_runners; a release validates every wheel on a GPU "
+                  "before it publishes it: add gpu_runners (docs/releasing.md, Adding a GPU runner)",
+                  file=sys.stderr)
+            return 1
+        if args.format == "markdown":
+            print("--validations: use --format json or github", file=sys.stderr)
+            return 2
+        entries = validations(rows, version)
+    else:
+        entries = expand(rows, version)
+        if args.released is not None:
+            try:
+                found = inputs(rows, version, args.released)
+            except MatrixError as exc:
+                print(exc.render(), file=sys.stderr)
+                return 2
+            for entry in entries:
+                entry.update(inputs_key=found[entry["id"]]["key"], reuse=found[entry["id"]]["reuse"])
     if args.format == "json":
         print(json.dumps(entries, indent=1))
     elif args.format == "github":
         print(json.dumps({"include": entries}, separators=(",", ":")))
     else:
         print(markdown(entries, version), end="")
+    return 0
+
+
+def _print_inputs(rows: list, version: str, args) -> int:
+    try:
+        found = inputs(rows, version, args.released)
+    except MatrixError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 2
+    if args.reused:
+        for item in found.values():
+            if item["reuse"]:
+                print("\n".join(item["wheels"]))
+    else:
+        print(json.dumps(found, separators=(",", ":")))
     return 0
 
 
