@@ -4,7 +4,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sagewheels.build import main
+try:
+    from sagewheels.build import main
+except ModuleNotFoundError as exc:  # run by a Python without the tools' packages
+    sys.exit(f"{Path(__file__).name}: the Python package {exc.name!r} is missing: run it with the "
+             "project's .venv/bin/python (make venv), or pip install -e '.[build]'")
 
 if __name__ == "__main__":
     sys.exit(main())

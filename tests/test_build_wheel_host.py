@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from build_env import NEEDS_BUILD
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -20,10 +21,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from sagewheels import tools
 from sagewheels.build import stage_sources
 
-pytestmark = pytest.mark.skipif(
-    tools.find("nvcc") is None or torch.version.cuda is None
-    or os.environ.get("SAGEATTENTION_SKIP_BUILD_TEST", "0") not in ("", "0"),
-    reason="needs nvcc and a CUDA build of torch (or SAGEATTENTION_SKIP_BUILD_TEST=1)")
+pytestmark = NEEDS_BUILD
 
 
 STABLE_ROW = "linux-torch2.10-stable-cu130"

@@ -7,25 +7,20 @@ library needs no libtorch_python / pybind11 (abi3-ready), and _build_info record
 Skipped without nvcc or without a CUDA build of torch; SAGEATTENTION_SKIP_BUILD_TEST=1 skips it.
 """
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from build_env import NEEDS_BUILD
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from sagewheels.build import stage_sources
 
-NVCC = shutil.which("nvcc")
-
-pytestmark = pytest.mark.skipif(
-    NVCC is None or torch.version.cuda is None
-    or os.environ.get("SAGEATTENTION_SKIP_BUILD_TEST", "0") not in ("", "0"),
-    reason="needs nvcc and a CUDA build of torch (or SAGEATTENTION_SKIP_BUILD_TEST=1)")
+pytestmark = NEEDS_BUILD
 
 
 @pytest.fixture(scope="module")

@@ -77,3 +77,15 @@ def test_command_lines_keep_working(args):
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("script", sorted(FRONT_ENDS))
+def test_front_ends_without_their_packages_say_so_in_one_line(script):
+    """Run by a Python without site-packages (-S): one line naming the package, no traceback."""
+    proc = subprocess.run([sys.executable, "-S", str(SCRIPTS / script), "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    if "is missing" not in proc.stderr:
+        pytest.skip(f"{script} needs nothing beyond the standard library")
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is missing: run it with the project's .venv/bin/python" in lines[0]

@@ -14,18 +14,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import torch
+from build_env import NEEDS_BUILD
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from sagewheels import build, tools
+from sagewheels import build
 
-pytestmark = pytest.mark.skipif(
-    tools.find("nvcc") is None or torch.version.cuda is None
-    or os.environ.get("SAGEATTENTION_SKIP_BUILD_TEST", "0") not in ("", "0"),
-    reason="needs nvcc and a CUDA build of torch (or SAGEATTENTION_SKIP_BUILD_TEST=1)")
+pytestmark = NEEDS_BUILD
 
 
 def _digests(folder: Path) -> dict:
