@@ -1,17 +1,19 @@
 """The GPU half of scripts/validate_wheel.py, run in a child Python whose path starts with the
 folder the wheel was installed into (see sagewheels/validate.py). Prints one JSON line.
 
-Standalone on purpose: it imports torch and the installed sageattention only, never the rest of
-sagewheels, so that what it tests is the wheel and nothing from the checkout.
+Standalone on purpose: it imports torch, the installed sageattention and the benchmarks' timing
+helpers (benchmarks/timing.py, no package of its own) only, never the rest of sagewheels, so that
+what it tests is the wheel and nothing from the checkout.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import traceback
 from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 # Per-path bounds against fp64 attention (max relative L1, min cosine), as tests/test_gpu.py.
 FP16_BOUNDS = (0.02, 0.9998)
@@ -166,23 +168,6 @@ def varlen(report):
                                           and acc["cosine"] > cos)})
 
 
-def median_ms(fn, runs=15):
-    import torch
-
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(runs):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
 def benchmark(report):
     import torch
     import torch.nn.functional as F
@@ -190,11 +175,13 @@ def benchmark(report):
 
     import sageattention as sa
 
+    sys.path.insert(0, str(BENCHMARKS))
+    from timing import attention_tops, median_ms  # the benchmark scripts' timing and TOPS
+
     B, H, N = 4, 32, 4096
     for d in (64, 128):
         q, k, v = (torch.randn(B, H, N, d, dtype=torch.float16, device="cuda") for _ in range(3))
         row = {"shape": f"B{B} H{H} N{N} D{d} full"}
-        flops = 4.0 * B * H * N * N * d
         candidates = {"sageattn": lambda _q=q, _k=k, _v=v: sa.sageattn(_q, _k, _v)}
         for label, backend in (("SDPA flash", SDPBackend.FLASH_ATTENTION),
                                ("SDPA cuDNN", SDPBackend.CUDNN_ATTENTION)):
@@ -204,7 +191,7 @@ def benchmark(report):
             candidates[label] = run
         for label, fn in candidates.items():
             try:
-                row[label] = round(flops / (median_ms(fn) * 1e-3) / 1e12, 1)
+                row[label] = round(attention_tops(B, H, N, d, False, median_ms(fn)), 1)
             except RuntimeError as exc:  # a backend this torch or GPU lacks
                 row[label] = f"unavailable: {str(exc).splitlines()[0][:120]}"
         report["bench"].append(row)
