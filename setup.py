@@ -54,15 +54,17 @@ def _say(msg):
 
 
 def _find_nvcc():
-    """Path of nvcc from CUDA_HOME/CUDA_PATH, then PATH, or None: the toolkit a variable names
-    comes first, as in torch's cpp_extension (scripts/build_wheel.py sets CUDA_HOME)."""
-    for var in ("CUDA_HOME", "CUDA_PATH"):
-        root = os.environ.get(var)
-        if root:
-            for name in ("nvcc", "nvcc.exe"):
-                cand = os.path.join(root, "bin", name)
-                if os.path.isfile(cand):
-                    return cand
+    """Path of nvcc from CUDA_HOME/CUDA_PATH, then /usr/local/cuda, then PATH, or None: the
+    order of scripts/sagewheels/tools.py (the toolkit a variable names first, as in torch's
+    cpp_extension, which also falls back to /usr/local/cuda)."""
+    roots = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
+    if os.name != "nt":
+        roots.append("/usr/local/cuda")
+    for root in filter(None, roots):
+        for name in ("nvcc", "nvcc.exe"):
+            cand = os.path.join(root, "bin", name)
+            if os.path.isfile(cand):
+                return cand
     return shutil.which("nvcc")
 
 

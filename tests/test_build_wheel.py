@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from sagewheels import build as build_wheel
-from sagewheels import matrix
+from sagewheels import matrix, tools
 
 
 def _rows():
@@ -105,7 +105,7 @@ def test_stable_rows_target_their_torch_and_build_against_any_later_one():
                     "installed is 2.9.1+cu130")]
 
 
-@pytest.mark.skipif(__import__("shutil").which("nvcc") is None, reason="needs nvcc")
+@pytest.mark.skipif(tools.find("nvcc") is None, reason="needs nvcc")
 @pytest.mark.parametrize("env, message", [
     ({"SAGEATTENTION_ABI": "limited"}, "SAGEATTENTION_ABI='limited': use one of cpython, abi3, stable"),
     ({"SAGEATTENTION_ABI": "stable", "SAGEATTENTION_TORCH_TARGET": "2.9"},

@@ -13,10 +13,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from sagewheels import tools
+
 GCC = shutil.which("x86_64-w64-mingw32-gcc")
 DLLTOOL = shutil.which("x86_64-w64-mingw32-dlltool")
 OBJCOPY = shutil.which("x86_64-w64-mingw32-objcopy")
-NVCC = shutil.which("nvcc")
+NVCC = tools.find("nvcc")  # where the wheel tools look: the toolkit, then PATH
 
 pytestmark = [
     pytest.mark.skipif(GCC is None or DLLTOOL is None or OBJCOPY is None,

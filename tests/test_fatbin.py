@@ -16,9 +16,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from sagewheels import fatbin
+from sagewheels import fatbin, tools
 
-NVCC = shutil.which("nvcc")
+NVCC = tools.find("nvcc")  # where the wheel tools look: the toolkit, then PATH
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="needs nvcc")
 KERNEL = """
 __global__ void twice(float* x) { x[threadIdx.x] *= 2.f; }
