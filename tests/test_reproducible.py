@@ -9,9 +9,11 @@ SAGEATTENTION_SKIP_BUILD_TEST=1.
 """
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 from build_env import NEEDS_BUILD
@@ -51,3 +53,10 @@ def test_same_row_twice_gives_identical_wheels(tmp_path):
         shutil.move(str(out), str(tmp_path / attempt))
     assert len(results[0]) == 2, results[0]  # the unrepaired and the repaired wheel
     assert results[0] == results[1]
+    # The staged copy has no .git: the commit reaches _build_info through the plan.
+    sha = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    wheel = next((tmp_path / "first").glob("sageattention-*manylinux*.whl"))
+    with zipfile.ZipFile(wheel) as zf:
+        info = zf.read("sageattention/_build_info.py").decode()
+    assert re.search(rf"^GIT_SHA = '{sha}'$", info, re.M), info

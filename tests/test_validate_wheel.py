@@ -52,10 +52,20 @@ def test_bad_input_is_one_line_exit_2(tmp_path, make, words):
 
 def test_unknown_row_and_row_mismatch(tmp_path, pure_wheel):
     proc = _run(pure_wheel, "--row", "no-such-row")
-    assert proc.returncode == 2 and "no valid row of that id" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "no valid row 'no-such-row'" in proc.stderr, proc.stderr
     proc = _run(pure_wheel, "--row", "win-torch2.8.0-cu129")
     assert proc.returncode == 2, proc.stderr
     assert "pass the row it was built from" in proc.stderr, proc.stderr
+
+
+def test_host_row_is_the_build_machines_and_excludes_row(pure_wheel):
+    """--host is the row build_wheel.py --host builds here: the checkout's pure wheel carries no
+    local version, so it is refused as built for another row; --host with --row is a usage error."""
+    proc = _run(pure_wheel, "--host")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "pass the row it was built from" in proc.stderr or "--host:" in proc.stderr, proc.stderr
+    proc = _run(pure_wheel, "--host", "--row", "win-torch2.8.0-cu129")
+    assert proc.returncode == 2 and "not allowed with argument" in proc.stderr, proc.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the no-GPU refusal")

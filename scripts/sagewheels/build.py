@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform as platform_mod
+import re
 import shutil
 import subprocess
 import sys
@@ -114,6 +115,10 @@ def make_plan(row: matrix.Row, out: Path, python: str = sys.executable, archs=No
     if epoch:
         # Reproducible wheels: zip timestamps and _build_info's BUILT_AT come from the commit.
         env["SOURCE_DATE_EPOCH"] = epoch
+    sha = checkout_sha()
+    if sha:
+        # The staged copy has no .git: setup.py records the commit from here in _build_info.
+        env["SAGEATTENTION_GIT_SHA"] = sha
     if row.abi == "stable":
         # The oldest torch the binary must run on: stable APIs newer than that stay hidden.
         env["SAGEATTENTION_TORCH_TARGET"] = row.torch_minor
@@ -151,6 +156,16 @@ def source_date_epoch() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out if out.isdigit() else None
+
+
+def checkout_sha() -> str | None:
+    """The checkout's commit (hex), or None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=30, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out if re.fullmatch(r"[0-9a-f]{40,64}", out) else None
 
 
 def cuda_home_of(nvcc: str | None) -> str | None:

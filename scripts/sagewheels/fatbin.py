@@ -119,9 +119,13 @@ def _read(path: Path) -> tuple:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    usage = "usage: " + __doc__.strip().splitlines()[2].strip()
     if not argv:
-        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
+    if argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
     status = 0
     for name in argv:
         data, error = _read(Path(name))

@@ -1,6 +1,6 @@
 """Validate a built wheel on this machine's GPU before it ships.
 
-    python scripts/validate_wheel.py WHEEL [--row ID] [--out REPORT.json] [--no-bench]
+    python scripts/validate_wheel.py WHEEL [--row ID | --host] [--out REPORT.json] [--no-bench]
 
 1. Installs the wheel with `pip install --no-deps --no-index --target DIR` into a folder of its
    own (DIR: --target, or a temporary folder). pip never sees torch: the running environment's
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-from . import matrix
+from . import check, matrix
 
 RUNNER = Path(__file__).resolve().parent / "validate_gpu.py"
 PIP_TIMEOUT_S = 600
@@ -94,17 +94,11 @@ def run_checks(target: Path, expected: dict | None, bench: bool,
         raise CannotValidate(f"the GPU checks wrote an unreadable report ({exc})") from exc
 
 
-def find_row(row_id: str | None, matrix_path: Path) -> matrix.Row | None:
-    if row_id is None:
-        return None
-    try:
-        rows, _ = matrix.check_rows(matrix.load_yaml(matrix_path), matrix.load_rules())
-    except Exception as exc:
-        render = getattr(exc, "render", None)
-        raise CannotValidate(render() if callable(render) else f"{matrix_path}: {exc}") from exc
-    row = next((r for r in rows if r.id == row_id), None)
-    if row is None:
-        raise CannotValidate(f"--row {row_id!r}: no valid row of that id in {matrix_path}")
+def find_row(args) -> matrix.Row | None:
+    """The row of --row / --host (the same lookup as check_wheel.py), or None without either."""
+    row, error = check.load_row(args)
+    if error:
+        raise CannotValidate(error)
     return row
 
 
@@ -156,7 +150,10 @@ def failures(report: dict) -> list:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("wheel", type=Path)
-    ap.add_argument("--row", help="the build_matrix.yaml row the wheel was built from")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--row", help="the build_matrix.yaml row the wheel was built from")
+    which.add_argument("--host", action="store_true",
+                       help="the wheel was built with build_wheel.py --host on this machine")
     ap.add_argument("--matrix", type=Path, default=matrix.MATRIX)
     ap.add_argument("--out", type=Path, help="write the JSON report here")
     ap.add_argument("--target", type=Path, help="install into this folder (default: a temporary one)")
@@ -166,7 +163,7 @@ def main(argv=None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        report = validate(args.wheel, find_row(args.row, args.matrix), args.target,
+        report = validate(args.wheel, find_row(args), args.target,
                           not args.no_bench)
     except CannotValidate as exc:
         print(f"validate_wheel: {exc}", file=sys.stderr)
