@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 
 import torch
-from packaging.version import InvalidVersion, Version
+
+from . import _installer as _rule  # the one matching rule (torch, CUDA variant, GPU archs)
 
 EXTENSION_MODULE = "sageattention._C"
 FP8_MODULE = "sageattention._C_fp8"  # FP8 P·V kernels, compiled only for archs with FP8 MMA
@@ -56,29 +58,31 @@ def build_info() -> BuildInfo:
     )
 
 
-def _base(version: str) -> Version:
-    return Version(Version(version).base_version)
+def manifest_entry(info: BuildInfo) -> dict:
+    """The build as a manifest entry, for the one matching rule (sageattention/_installer.py)."""
+    return {"torch": info.torch_version, "cuda": info.variant, "archs": list(info.cuda_archs),
+            "abi_flavour": info.abi_flavour, "torch_and_higher": info.abi_flavour == "stable"}
 
 
 def environment_mismatch(info: BuildInfo, torch_version: str, cuda_version: str | None) -> str | None:
     """Why an extension built as ``info`` cannot load under this torch, or None if it can."""
-    try:
-        have = _base(torch_version)
-        built = _base(info.torch_version) if info.torch_version else None
-    except InvalidVersion:
-        return f"cannot compare torch versions {torch_version!r} and {info.torch_version!r}"
-    if built is None:
+    if info.torch_version is None:
         return "the build recorded no torch version"
-    if info.abi_flavour == "stable":
-        # Stable-ABI wheels run on the torch they were built against and every later one.
-        if have < built:
-            return f"it needs torch {built} or newer"
-    elif (have.major, have.minor, have.micro) != (built.major, built.minor, built.micro):
+    public = _rule.split_torch(torch_version)[0]
+    if _rule.version_key(public) is None or _rule.version_key(info.torch_version) is None:
+        return f"cannot compare torch versions {torch_version!r} and {info.torch_version!r}"
+    entry = manifest_entry(info)
+    # torch.version.cuda is the truth about the variant (a local build may lack "+cuXYZ").
+    machine = {"torch": public + ("+cu" + cuda_version.replace(".", "") if cuda_version else "+cpu")}
+    if _rule.torch_problem(entry, machine):
+        if info.abi_flavour == "stable":  # stable ABI: the torch it was built for and every later one
+            return f"it needs torch {info.torch_version} or newer"
         return "torch versions differ (compiled extensions are tied to one torch release)"
     if cuda_version is None:
         return "this torch has no CUDA support (a CPU-only build)"
-    if info.cuda_version and cuda_version.split(".")[:2] != info.cuda_version.split(".")[:2]:
-        return "CUDA variants differ"
+    if _rule.cuda_problem(entry, machine):
+        return ("CUDA variants differ" + (" (a stable-ABI wheel needs the same CUDA major version)"
+                                          if info.abi_flavour == "stable" else ""))
     return None
 
 
@@ -98,17 +102,17 @@ def describe(info: BuildInfo, reason: str, torch_version: str, cuda_version: str
     lines.append(
         f"  fix: install the sageattention wheel built for torch {_safe_base(torch_version)} "
         f"{have_variant} (or torch {info.torch_version} {info.variant}); never let pip replace "
-        "torch to suit sageattention.")
+        "torch to suit sageattention. The installer picks it for this Python: "
+        f"`{sys.executable} install_sageattention.py` ({_rule.INSTALLER_URL}); "
+        "`python -m sageattention doctor` checks the result.")
     lines.append("  Running the Triton kernels instead (slower). Set SAGEATTENTION_STRICT=1 to make "
                  "this an error.")
     return "\n".join(lines)
 
 
 def _safe_base(v: str) -> str:
-    try:
-        return str(_base(v))
-    except InvalidVersion:
-        return v
+    public = _rule.split_torch(v)[0]
+    return public if _rule.version_key(public) else v
 
 
 def _strict() -> bool:
@@ -170,13 +174,10 @@ def load(info: BuildInfo | None = None, importer=importlib.import_module):
 
 
 def arch_supported(info: BuildInfo, capability: tuple) -> str | None:
-    """None if the extension has machine code for this GPU, else the reason.
-
-    A cubin for sm_XY also runs on sm_XZ with Z >= Y (same major version)."""
-    for arch in info.cuda_archs:
-        major, minor = (int(x) for x in arch.rstrip("a").split("."))
-        if major == capability[0] and minor <= capability[1]:
-            return None
+    """None if the extension has machine code for this GPU, else the reason (the matching rule's
+    arch rule: sm_XY code runs on sm_XZ with Z >= Y, XYa on XY only, +PTX on newer GPUs)."""
+    if _rule.gpu_covered(f"{capability[0]}.{capability[1]}", list(info.cuda_archs)):
+        return None
     return (f"it has no code for this GPU (sm_{capability[0]}{capability[1]}); compiled for "
             + " ".join(f"sm_{a.replace('.', '')}" for a in info.cuda_archs))
 
