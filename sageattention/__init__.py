@@ -7,8 +7,9 @@ except Exception as _exc:  # noqa: BLE001 - ImportError, "DLL load failed" (OSEr
     _TORCH_ERROR = f"{type(_exc).__name__}: {_exc}"
 
     def __getattr__(name):
-        # `python -m sageattention doctor` still runs; using the API says what is wrong.
-        if name.startswith("__"):
+        # `python -m sageattention doctor` still runs (submodules import as usual); using the
+        # API says what is wrong.
+        if not name.startswith("sageattn"):
             raise AttributeError(name)
         raise ImportError(f"sageattention needs torch, which does not import here ({_TORCH_ERROR}): "
                           "install or repair a CUDA build of torch; `python -m sageattention "

@@ -427,6 +427,14 @@ def satisfies(version, requirement) -> bool:
     return compare_keys(have, version_key(need)) >= 0 and release[:len(parts) - 1] == parts[:-1]
 
 
+def triton_meets(version, requirement) -> bool:
+    """The requirement, and the very series it selects: "<3.5" means 3.4.x for torch 2.8, and
+    an older series is as wrong as a newer one."""
+    series = requirement_series(requirement)
+    have = version_key(split_torch(version)[0])
+    return satisfies(version, requirement) and (series is None or (have is not None and have[:2] == series))
+
+
 def triton_actions(env: dict, requirement: str | None) -> dict:
     """What the Triton packages need: {"install": REQ or None, "remove": [NAMES], "ok": why}."""
     installed = env.get("triton") or {}
@@ -436,7 +444,7 @@ def triton_actions(env: dict, requirement: str | None) -> dict:
     if wanted is None:
         return {"install": None, "remove": [], "note": "no Triton requirement known for this torch"}
     have = installed.get(wanted)
-    if have and satisfies(have, requirement):
+    if have and triton_meets(have, requirement):
         return {"install": None, "remove": other, "note": f"{wanted} {have} meets {requirement}"}
     note = (f"{wanted} {have} does not meet {requirement}" if have else f"{wanted} is not installed")
     if platform == "linux" and not have:
@@ -771,7 +779,7 @@ def fetch_triton(python_exe: str, requirement: str, folder: Path | None, dest: P
     name = parse_requirement(requirement)[0].replace("-", "_")
     if folder is not None:
         for candidate in sorted(folder.glob(f"{name}-*.whl"), reverse=True):
-            if satisfies(candidate.name.split("-")[1], requirement):
+            if triton_meets(candidate.name.split("-")[1], requirement):
                 shutil.copyfile(candidate, dest / candidate.name)
                 return dest / candidate.name
     before = set(dest.glob("*.whl"))
@@ -806,7 +814,11 @@ def self_test(python_exe: str, timeout: float = 900) -> dict:
     """`python -m sageattention doctor --json --no-manifest` in the target: {"ok", "failed"}."""
     cmd = [python_exe, "-m", "sageattention", "doctor", "--json", "--no-manifest"]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        # From an empty folder: `-m` looks in the working folder first, and a sageattention
+        # source checkout there would answer instead of the installed wheel.
+        with tempfile.TemporaryDirectory(prefix="sageattention-selftest-") as cwd:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
+                                  cwd=cwd)
     except (OSError, subprocess.SubprocessError) as exc:
         return {"ok": False, "failed": [f"the self-test could not run ({one_line(exc)})"]}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]

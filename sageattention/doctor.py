@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
 from . import _installer as rule
@@ -94,7 +93,7 @@ def triton_check(env: dict) -> dict:
     if have is None:
         return check("triton", False, f"{name} is not installed; torch {env.get('torch')} needs {need}",
                      fix)
-    if rule.satisfies(have, need):
+    if rule.triton_meets(have, need):
         return check("triton", True, f"{name} {have} meets {need} (torch {env.get('torch')})")
     series = rule.requirement_series(need)
     newer = bool(series) and (rule.version_key(have) or [0, 0])[:2] > series
@@ -233,15 +232,17 @@ def self_test_check() -> dict:
                  "sageattn_qk_int8_pv_fp16_triton, or PyTorch attention")
 
 
-def load_error() -> str | None:
+def load_error(importer=None) -> str | None:
     """Why the compiled extension does not load here (None: it loads, or there is none)."""
+    import importlib
+
     from . import ops
 
     ops.reset()
     old = os.environ.get("SAGEATTENTION_STRICT")
     os.environ["SAGEATTENTION_STRICT"] = "1"
     try:
-        ops.load()
+        ops.load(importer=importer or importlib.import_module)
         return None
     except RuntimeError:
         detail = [ln.strip()[len("error:"):].strip() for ln in (ops._state.message or "").splitlines()
@@ -256,10 +257,10 @@ def load_error() -> str | None:
 
 
 def diagnose(manifest_source: str | None, use_manifest: bool, run_self_test: bool) -> list:
-    from . import ops
+    from ._buildinfo import build_info  # torch-free: torch may be what is broken
 
     env = rule.probe_environment()
-    info = ops.build_info()
+    info = build_info()
     checks = [python_check(env), torch_check(env), build_info_check(env, info)]
     torch_ok = checks[1]["ok"]
     checks.append(loader_check(info, load_error()) if torch_ok else
