@@ -414,3 +414,45 @@ def test_bad_arguments_are_one_line(args, words):
     proc = install(*args)
     assert proc.returncode in (1, 2) and words in proc.stderr.strip().splitlines()[-1], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ---- the oldest Python an embedded setup may have -------------------------------------------
+
+def test_installer_parses_as_python_3_9():
+    ast.parse(INSTALLER.read_text(), feature_version=(3, 9))
+
+
+@pytest.mark.parametrize("version", ["3.9", "3.13"])
+def test_installer_runs_under_other_pythons(tmp_path, version):
+    """The probe and a dry run under CPython 3.9 (the oldest the wheels claim) and 3.13, where
+    this machine has them (skipped otherwise)."""
+    candidates = [shutil.which(f"python{version}")] + sorted(
+        str(p) for p in Path.home().glob(f".pyenv/versions/{version}.*/bin/python{version}"))
+    exe = next((c for c in candidates if c and subprocess.run(
+        [c, "-c", "pass"], capture_output=True, check=False).returncode == 0), None)
+    if exe is None:
+        pytest.skip(f"no python{version} on this machine")
+    folder = release(tmp_path / "rel")
+    probe = subprocess.run([exe, str(INSTALLER), "--probe"], capture_output=True, text=True,
+                           timeout=120, check=True, cwd=tmp_path)
+    assert json.loads(probe.stdout)["python_tag"] == "cp3" + version.split(".")[1]
+    proc = subprocess.run([exe, str(INSTALLER), "--manifest", str(folder), "--dry-run", "--json",
+                           "--platform", "linux", "--python", "cp312", "--torch", TORCH,
+                           "--gpu-arch", "8.9"], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, check=False)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["wheel"] == WHEEL, proc.stderr
+
+
+def test_guides_cover_the_same_pitfalls():
+    """The English and Chinese guides: the same troubleshooting rows and the same commands."""
+    rows = {}
+    for name in ("install.md", "install.zh-CN.md"):
+        text = (ROOT / "docs" / name).read_text(encoding="utf-8")
+        table = text.split("\n## ")[[s.split("\n")[0] for s in text.split("\n## ")].index(
+            "Troubleshooting" if name == "install.md" else "常见问题")]
+        rows[name] = [ln for ln in table.splitlines() if ln.startswith("| ") and not ln.startswith("| ---")]
+        for needle in ("install_sageattention.py", "python -m sageattention doctor", "--use-sage-attention",
+                       "Triton only support CUDA 10.0", "Failed to find Python libs", "DLL load failed",
+                       "vc_redist", "--no-deps", "KJNodes", "python_embeded"):
+            assert needle in text, (name, needle)
+    assert len(rows["install.md"]) == len(rows["install.zh-CN.md"]) >= 14, rows
