@@ -456,3 +456,24 @@ def test_guides_cover_the_same_pitfalls():
                        "vc_redist", "--no-deps", "KJNodes", "python_embeded"):
             assert needle in text, (name, needle)
     assert len(rows["install.md"]) == len(rows["install.zh-CN.md"]) >= 14, rows
+
+
+def test_embedded_python_markers_and_the_windows_note(tmp_path):
+    """ComfyUI portable's python_embeded: python312._pth, no include/ or libs/."""
+    from sagewheels import matching
+
+    rule = matching._rule
+    (tmp_path / "python312._pth").write_text("python312.zip\n.\nimport site\n")
+    marks = rule.embedded_markers(tmp_path, (3, 12))
+    assert marks == {"pth": "python312._pth", "include": False, "libs": False}
+    env = {"platform": "windows", "embedded": marks, "python_version": "3.12.10"}
+    notes = rule.environment_notes(env)
+    assert len(notes) == 1 and "include/ and libs/" in notes[0] and "3.12.10" in notes[0]
+    (tmp_path / "include").mkdir()
+    (tmp_path / "include" / "Python.h").write_text("")
+    (tmp_path / "libs").mkdir()
+    (tmp_path / "libs" / "python312.lib").write_bytes(b"")
+    marks = rule.embedded_markers(tmp_path, (3, 12))
+    assert marks["include"] and marks["libs"]
+    assert rule.environment_notes({**env, "embedded": marks}) == []
+    assert rule.environment_notes({**env, "platform": "linux", "embedded": {}}) == []
