@@ -605,7 +605,7 @@ def _open_url(url: str, timeout: float):
     request = urllib.request.Request(url, headers={"User-Agent": "install_sageattention"})
     try:
         # urllib honours HTTP(S)_PROXY / NO_PROXY (and the Windows proxy settings).
-        return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - http(s)/file only
+        return urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         raise InstallError(f"{url}: the server answered {exc.code} {exc.reason}: check the address "
                            "(--manifest) or try again later") from exc

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from . import _installer as _rule  # the one matching rule (torch, CUDA variant, GPU archs)
-from ._buildinfo import BuildInfo, build_info  # noqa: F401 - part of this module's interface
+from ._buildinfo import BuildInfo, build_info
 
 EXTENSION_MODULE = "sageattention._C"
 FP8_MODULE = "sageattention._C_fp8"  # FP8 P·V kernels, compiled only for archs with FP8 MMA

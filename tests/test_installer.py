@@ -17,7 +17,6 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
 from test_make_index import ARCHS, SHA, make_wheel, run_make_index
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +24,7 @@ INSTALLER = ROOT / "scripts" / "install_sageattention.py"
 PACKAGE_COPY = ROOT / "sageattention" / "_installer.py"
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from sagewheels import matrix  # noqa: E402
+from sagewheels import matrix
 
 TORCH = "2.9.1+cu130"
 WHEEL = "sageattention-2.2.0.post1+cu130torch2.9.1-cp39-abi3-manylinux_2_35_x86_64.whl"

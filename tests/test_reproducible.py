@@ -59,4 +59,4 @@ def test_same_row_twice_gives_identical_wheels(tmp_path):
     wheel = next((tmp_path / "first").glob("sageattention-*manylinux*.whl"))
     with zipfile.ZipFile(wheel) as zf:
         info = zf.read("sageattention/_build_info.py").decode()
-    assert re.search(rf"^GIT_SHA = '{sha}'$", info, re.M), info
+    assert re.search(rf"^GIT_SHA = '{sha}'$", info, re.MULTILINE), info

@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import sass_mma  # noqa: E402
+import sass_mma
 
 SNIPPET = """
 		Function : _ZN13sageattention16attention_kernelILi128ELb0ELi4E6__halfEEvNS_10AttnParamsE
