@@ -611,8 +611,10 @@ def _open_url(url: str, timeout: float):
                            "(--manifest) or try again later") from exc
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        hint = (" (behind a proxy? set HTTPS_PROXY=http://HOST:PORT)" if not os.environ.get("HTTPS_PROXY")
-                and not os.environ.get("https_proxy") else " (through the proxy in HTTPS_PROXY)")
+        scheme = urllib.parse.urlsplit(url).scheme
+        proxy = urllib.request.getproxies().get(scheme)  # the environment's (or Windows') proxy
+        hint = (f" (through the proxy {proxy}: check it, or unset {scheme.upper()}_PROXY)" if proxy
+                else " (behind a proxy? set HTTPS_PROXY=http://HOST:PORT)")
         raise InstallError(f"{url}: cannot connect ({one_line(reason)}){hint}; or download "
                            "manifest.json and the wheel and pass --manifest FOLDER") from exc
 

@@ -476,3 +476,16 @@ def test_embedded_python_markers_and_the_windows_note(tmp_path):
     assert marks["include"] and marks["libs"]
     assert rule.environment_notes({**env, "embedded": marks}) == []
     assert rule.environment_notes({**env, "platform": "linux", "embedded": {}}) == []
+
+
+def test_unreachable_proxy_is_named(tmp_path, fake_env, server):
+    """urllib takes the proxy from the environment; a dead one is named in the one line."""
+    python, _ = fake_env
+    root, url = server
+    release(root, url=url)
+    proc = install("--manifest", url + "manifest.json", "--dry-run", python=python,
+                   env={"HTTP_PROXY": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9",
+                        "NO_PROXY": "", "no_proxy": ""})
+    line = one_line_error(proc)
+    assert proc.returncode == 1 and "through the proxy http://127.0.0.1:9" in line, line
+    assert "unset HTTP_PROXY" in line
