@@ -98,13 +98,13 @@ def _worker(rank, port, results):
             exact, exact_lse = reference.attention_fp64(q, k, v, tensor_layout="NHD", is_causal=causal,
                                                         return_lse=True)
             whole_lse_err = (whole_lse.double() - exact_lse).abs().max().item()
-            algorithms = {"ring": lambda: ring_attention(sa.sageattn, q[:, shard], k[:, shard],
-                                                          v[:, shard], causal, rank, WORLD)}
-            if hkv % WORLD == 0:
-                algorithms["ulysses"] = lambda: ulysses_attention(sa.sageattn, q[:, shard], k[:, shard],
-                                                                  v[:, shard], causal, WORLD)
-            for algo, run in algorithms.items():
-                out, lse = run()
+            local = (q[:, shard], k[:, shard], v[:, shard])
+            algorithms = ["ring"] + (["ulysses"] if hkv % WORLD == 0 else [])
+            for algo in algorithms:
+                if algo == "ring":
+                    out, lse = ring_attention(sa.sageattn, *local, causal, rank, WORLD)
+                else:
+                    out, lse = ulysses_attention(sa.sageattn, *local, causal, WORLD)
                 acc = reference.accuracy(out, exact[:, shard])
                 same = reference.accuracy(out, whole[:, shard])
                 lse_err = (lse.double() - exact_lse[:, :, shard]).abs().max().item()
