@@ -75,8 +75,15 @@ def attention(q, k, v, attn_mask, sm_scale, tensor_layout, is_causal, smooth_k, 
     """(out, lse) for checked inputs; lse is an empty tensor when return_lse is False."""
     args = (q, k, v, attn_mask, float(sm_scale), tensor_layout, bool(is_causal), bool(smooth_k),
             bool(smooth_v), qk_quant_gran, bool(pv_fp8), pv_accum, backend, bool(return_lse))
-    if _custom_op is not None and _checks.compiling():
+    # Tensor subclasses (torch.distributed's AsyncCollectiveTensor from the all-gathers of
+    # diffusers' ring attention, ...) have no storage of their own for a kernel to read: the
+    # dispatcher unwraps them (waiting for the collective) before the op runs.
+    wrapped = any(type(t) not in _PLAIN for t in args[:4] if torch.is_tensor(t))
+    if _custom_op is not None and (wrapped or _checks.compiling()):
         # Inference only: detached inputs keep AOTAutograd from asking the op for a backward
         # when the model is compiled with parameters that require grad.
         return _custom_op(*(a.detach() if torch.is_tensor(a) else a for a in args))
     return _attention_impl(*args)  # eager: skip the dispatcher's per-call cost
+
+
+_PLAIN = (torch.Tensor, torch.nn.Parameter)

@@ -7,11 +7,11 @@ the heads with an all-to-all. Both only work if our LSE is the natural log of th
 denominator of the *scaled* scores, with K smoothing, GQA, NHD and causal masking accounted for.
 
 CPU part (CI): two processes with the gloo backend, the Triton kernels under the interpreter,
-tiny shapes. diffusers is not a dependency of this project and its sage backend is registered for
-CUDA tensors, so these tests perform the same merge and all-to-all with torch.distributed
-themselves (the algorithms of diffusers' _templated_ring_attention / _templated_ulysses_attention,
-written here from their documented behaviour) and compare with one process on the whole
-sequence and with fp64 attention.
+tiny shapes, compared with one process on the whole sequence and with fp64 attention:
+- diffusers' own context-parallel attention (its "sage" backend function with a ParallelConfig
+  over a CPU device mesh: ring and Ulysses), where diffusers is installed (the [test] extra);
+- the same merge and all-to-all written here with torch.distributed, which also covers what
+  diffusers' templated path refuses (causal attention, GQA).
 
 GPU part (one GPU): the LSE merge of two key halves equals the whole call on every path.
 """
@@ -111,6 +111,57 @@ def _worker(rank, port, results):
                 results.put((rank, name, algo, acc["cosine"], same["cosine"], lse_err, whole_lse_err))
     finally:
         dist.destroy_process_group()
+
+
+def _diffusers_worker(rank, port, results):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=WORLD)
+    try:
+        from diffusers.models._modeling_parallel import ContextParallelConfig, ParallelConfig
+        from diffusers.models.attention_dispatch import _sage_attention
+        from torch.distributed.device_mesh import init_device_mesh
+
+        import sageattention as sa
+
+        for mode in ("ring", "ulysses"):
+            cp = ContextParallelConfig(**{f"{mode}_degree": WORLD})
+            mesh = init_device_mesh("cpu", cp.mesh_shape, mesh_dim_names=cp.mesh_dim_names)
+            config = ParallelConfig(context_parallel_config=cp)
+            config.setup(rank, WORLD, torch.device("cpu"), mesh=mesh)
+            cp.setup(rank, WORLD, torch.device("cpu"), mesh)
+            gen = torch.Generator().manual_seed(99)
+            q, k, v = make_qkv(1, 4, 4, 128, 128, 64, kind="outliers", dtype=torch.float16,
+                               layout="NHD", generator=gen)
+            n = q.shape[1] // WORLD
+            shard = slice(rank * n, (rank + 1) * n)
+            # ring: diffusers all-gathers K and V with functional collectives, whose results
+            # (AsyncCollectiveTensor) reach sageattn; the dispatcher unwraps them (launch.py).
+            out, lse = _sage_attention(q[:, shard].contiguous(), k[:, shard].contiguous(),
+                                       v[:, shard].contiguous(), return_lse=True,
+                                       _parallel_config=config)
+            whole, whole_lse = sa.sageattn(q, k, v, tensor_layout="NHD", return_lse=True)
+            exact = reference.attention_fp64(q, k, v, tensor_layout="NHD")
+            lse_err = (lse.float() - whole_lse.transpose(1, 2)[:, shard]).abs().max().item()
+            results.put((rank, mode, reference.accuracy(out, exact[:, shard])["cosine"],
+                         reference.accuracy(out, whole[:, shard])["cosine"], lse_err))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.interpret
+@pytest.mark.skipif(not dist.is_gloo_available(), reason="this torch has no gloo backend")
+def test_diffusers_context_parallel_sage_backend_on_two_cpu_processes():
+    pytest.importorskip("diffusers.models.attention_dispatch", reason="diffusers not installed")
+    results = mp.get_context("spawn").Queue()
+    mp.start_processes(_diffusers_worker, args=(_free_port(), results), nprocs=WORLD, join=True,
+                       start_method="spawn")
+    rows = [results.get(timeout=60) for _ in range(2 * WORLD)]
+    assert sorted((r[0], r[1]) for r in rows) == [(0, "ring"), (0, "ulysses"), (1, "ring"),
+                                                  (1, "ulysses")]
+    for rank, mode, cos_exact, cos_whole, lse_err in rows:
+        assert cos_exact > 0.999 and cos_whole > 0.9995, (rank, mode, cos_exact, cos_whole)
+        assert lse_err < 0.5, (rank, mode, lse_err)  # diffusers' merged LSE (scores reach ~100)
 
 
 def _free_port() -> int:
