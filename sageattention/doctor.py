@@ -273,7 +273,11 @@ def diagnose(manifest_source: str | None, use_manifest: bool, run_self_test: boo
             manifest, _, _ = rule.load_manifest(manifest_source, timeout=10)
         except rule.InstallError as exc:
             error = str(exc)
-    checks.append(better_wheel_check(env, manifest, error, env.get("sageattention") or info.version))
+    best = better_wheel_check(env, manifest, error, env.get("sageattention") or info.version)
+    if manifest is None and manifest_source and use_manifest:  # asked for by name: must be read
+        best = check("published wheels", False, f"cannot read --manifest: {error}",
+                     "give manifest.json, the folder holding it, or its URL")
+    checks.append(best)
     if run_self_test and torch_ok and env.get("gpu_archs"):
         checks.append(self_test_check())
     return checks

@@ -593,6 +593,7 @@ def machine_of(env: dict, overrides: dict) -> dict:
 MAX_MANIFEST_BYTES = 8 << 20
 MAX_WHEEL_BYTES = 2 << 30  # GitHub's asset limit
 NET_TIMEOUT_S = 60
+MIN_RATE = 20_000  # bytes/s below which a download is given up (a 5 MB wheel: 4 min more)
 FILENAME_RE = re.compile(r"[A-Za-z0-9_.+!-]+\.whl")
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -645,7 +646,7 @@ def load_manifest(source: str | None, timeout: float = NET_TIMEOUT_S) -> tuple:
                            "manifest")
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # deep nesting too
         raise InstallError(f"{source}: not a JSON manifest ({one_line(exc)}): give the release's "
                            "manifest.json") from exc
     problem = manifest_problem(data)
@@ -726,9 +727,16 @@ def fetch_wheel(entry: dict, folder: Path | None, dest: Path, quiet: bool = Fals
                                f"no http(s) url ({url!r}): put the wheel next to manifest.json")
         origin = url
         bar = Progress(name, size, quiet)
+        # A server that trickles must not hold the install forever: the whole download gets
+        # NET_TIMEOUT_S plus what MIN_RATE needs for the manifest's size.
+        deadline = time.monotonic() + NET_TIMEOUT_S + size / MIN_RATE
         with _open_url(url, NET_TIMEOUT_S) as resp, target.open("wb") as out:
             done = 0
             while True:
+                if time.monotonic() > deadline:
+                    raise InstallError(f"{url}: slower than {MIN_RATE // 1000} kB/s ({done} of "
+                                       f"{size} bytes): try again later, or download it by hand "
+                                       "and pass --manifest FOLDER")
                 try:
                     chunk = resp.read(1 << 16)
                 except OSError as exc:

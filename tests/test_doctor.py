@@ -198,3 +198,12 @@ def test_broken_torch_import_is_explained_and_doctor_still_runs(tmp_path):
     out = json.loads(proc.stdout)
     torch_check = next(c for c in out["checks"] if c["name"] == "torch")
     assert proc.returncode == 1 and not torch_check["ok"] and "DLL load failed" in torch_check["detail"]
+
+
+def test_a_named_manifest_that_cannot_be_read_fails_the_check(tmp_path):
+    bad = tmp_path / "manifest.json"
+    bad.write_text("{not json")
+    proc = _doctor("--json", "--no-self-test", "--manifest", str(bad))
+    out = json.loads(proc.stdout)
+    check = next(c for c in out["checks"] if c["name"] == "published wheels")
+    assert proc.returncode == 1 and not check["ok"] and "not a JSON manifest" in check["detail"]

@@ -489,3 +489,35 @@ def test_unreachable_proxy_is_named(tmp_path, fake_env, server):
     line = one_line_error(proc)
     assert proc.returncode == 1 and "through the proxy http://127.0.0.1:9" in line, line
     assert "unset HTTP_PROXY" in line
+
+
+def test_deeply_nested_manifest_is_one_line(tmp_path, fake_env):
+    python, _ = fake_env
+    path = tmp_path / "manifest.json"
+    path.write_text("[" * 200_000 + "]" * 200_000)
+    proc = install("--manifest", path, "--dry-run", python=python)
+    assert proc.returncode == 1 and "not a JSON manifest" in one_line_error(proc)
+
+
+def test_a_trickling_server_is_given_up(tmp_path, fake_env, monkeypatch):
+    """The whole download has a deadline (NET_TIMEOUT_S + size / MIN_RATE), not only each read."""
+    from sagewheels import matching
+
+    rule = matching._rule
+
+    class Slow:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read(self, n):
+            return b"x"
+
+    monkeypatch.setattr(rule, "_open_url", lambda url, timeout: Slow())
+    monkeypatch.setattr(rule, "NET_TIMEOUT_S", 0)
+    monkeypatch.setattr(rule, "MIN_RATE", 10 ** 9)
+    entry = {"filename": WHEEL, "size": 10 ** 6, "sha256": "0" * 64, "url": "http://127.0.0.1:9/x.whl"}
+    with pytest.raises(rule.InstallError, match="slower than"):
+        rule.fetch_wheel(entry, None, tmp_path, quiet=True)
