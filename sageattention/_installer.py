@@ -471,20 +471,37 @@ def _msvc_runtime_version() -> str | None:
         from ctypes import wintypes
 
         kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+        version = ctypes.WinDLL("version")
+        # Full signatures: without them ctypes passes and returns 32-bit ints, which truncates
+        # 64-bit module handles and pointers.
+        for fn in (kernel32.GetModuleHandleW, kernel32.LoadLibraryW):
+            fn.argtypes, fn.restype = [wintypes.LPCWSTR], wintypes.HMODULE
+        kernel32.GetModuleFileNameW.argtypes = [wintypes.HMODULE, wintypes.LPWSTR, wintypes.DWORD]
+        kernel32.GetModuleFileNameW.restype = wintypes.DWORD
+        version.GetFileVersionInfoSizeW.argtypes = [wintypes.LPCWSTR, ctypes.POINTER(wintypes.DWORD)]
+        version.GetFileVersionInfoSizeW.restype = wintypes.DWORD
+        version.GetFileVersionInfoW.argtypes = [wintypes.LPCWSTR, wintypes.DWORD, wintypes.DWORD,
+                                                ctypes.c_void_p]
+        version.GetFileVersionInfoW.restype = wintypes.BOOL
+        version.VerQueryValueW.argtypes = [ctypes.c_void_p, wintypes.LPCWSTR,
+                                           ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(wintypes.UINT)]
+        version.VerQueryValueW.restype = wintypes.BOOL
         handle = kernel32.GetModuleHandleW("vcruntime140.dll") or kernel32.LoadLibraryW("vcruntime140.dll")
         if not handle:
             return None
         path = ctypes.create_unicode_buffer(32768)
-        kernel32.GetModuleFileNameW(wintypes.HMODULE(handle), path, 32768)
-        version = ctypes.WinDLL("version")
+        if not kernel32.GetModuleFileNameW(handle, path, 32768):
+            return None
         size = version.GetFileVersionInfoSizeW(path.value, None)
         if not size:
             return None
         data = ctypes.create_string_buffer(size)
-        version.GetFileVersionInfoW(path.value, 0, size, data)
+        if not version.GetFileVersionInfoW(path.value, 0, size, data):
+            return None
         pointer, length = ctypes.c_void_p(), wintypes.UINT()
         if not version.VerQueryValueW(data, "\\", ctypes.byref(pointer), ctypes.byref(length)):
             return None
+        # VS_FIXEDFILEINFO: dwSignature, dwStrucVersion, dwFileVersionMS, dwFileVersionLS, ...
         words = ctypes.cast(pointer, ctypes.POINTER(wintypes.DWORD * 4)).contents
         ms, ls = words[2], words[3]  # VS_FIXEDFILEINFO.dwFileVersionMS / LS
         return f"{ms >> 16}.{ms & 0xFFFF}.{ls >> 16}.{ls & 0xFFFF}"
