@@ -1,7 +1,10 @@
 """Render the newest benchmark and accuracy JSON (benchmarks/results/) into README.md.
 
 The tables live between the markers <!-- bench:start/end --> and <!-- accuracy:start/end -->.
-Usage: python benchmarks/readme_tables.py [--gpu "NVIDIA H100 80GB HBM3"]
+Usage: python benchmarks/readme_tables.py [--gpu "NVIDIA H100 80GB HBM3"] [--bench-only --marker NAME]
+
+--bench-only --marker bench-h200 --gpu "NVIDIA H200" renders only the speed table of that GPU
+between <!-- bench-h200:start/end --> (a GPU whose accuracy table is not in the README).
 """
 from __future__ import annotations
 
@@ -54,11 +57,14 @@ def splice(text: str, name: str, table: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", default="NVIDIA H100 80GB HBM3")
+    ap.add_argument("--marker", default="bench", help="the README markers of the speed table")
+    ap.add_argument("--bench-only", action="store_true", help="leave the accuracy table alone")
     args = ap.parse_args()
     readme = ROOT / "README.md"
     text = readme.read_text()
-    text = splice(text, "bench", bench_table(newest("bench", args.gpu)))
-    text = splice(text, "accuracy", accuracy_table(newest("accuracy", args.gpu)))
+    text = splice(text, args.marker, bench_table(newest("bench", args.gpu)))
+    if not args.bench_only:
+        text = splice(text, "accuracy", accuracy_table(newest("accuracy", args.gpu)))
     readme.write_text(text)
     print(f"updated {readme}")
 
