@@ -521,3 +521,44 @@ def test_a_trickling_server_is_given_up(tmp_path, fake_env, monkeypatch):
     entry = {"filename": WHEEL, "size": 10 ** 6, "sha256": "0" * 64, "url": "http://127.0.0.1:9/x.whl"}
     with pytest.raises(rule.InstallError, match="slower than"):
         rule.fetch_wheel(entry, None, tmp_path, quiet=True)
+
+
+def test_generated_manifests_never_crash_the_decision(tmp_path):
+    """Any JSON in the wheel entries: InstallError (one line) or a decision, never a traceback."""
+    import types
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from sagewheels import matching
+
+    rule = matching._rule
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+                        st.text(max_size=12), st.sampled_from(
+                            ["windows", "linux", "cp312", "abi3", "stable", "cpython", "2.8.0",
+                             "cu129", "8.9", "9.0a", "8.0+PTX", "triton-windows<3.5"]))
+    values = st.recursive(scalars, lambda c: st.one_of(st.lists(c, max_size=3),
+                                                       st.dictionaries(st.text(max_size=5), c, max_size=3)),
+                          max_leaves=6)
+    keys = st.sampled_from(["filename", "url", "sha256", "size", "version", "platform", "python_tag",
+                            "abi_flavour", "torch", "torch_and_higher", "cuda", "archs", "triton"])
+    valid = {"filename": "sageattention-1-cp39-abi3-win_amd64.whl", "sha256": "0" * 64, "size": 5}
+    env = {"platform": "windows", "python_tag": "cp312", "torch": "2.8.0+cu129", "gpu_archs": ["8.9"],
+           "triton": {}}
+    args = types.SimpleNamespace(platform=None, python_tag=None, torch=None, gpu_archs=None)
+    path = tmp_path / "manifest.json"
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.dictionaries(keys, values, max_size=13), max_size=4), st.booleans())
+    def decide(wheels, keep_valid_names):
+        wheels = [{**w, **valid} if keep_valid_names else w for w in wheels]
+        path.write_text(json.dumps({"schema_version": 1, "wheels": wheels}))
+        try:
+            manifest, _, _ = rule.load_manifest(str(path))
+        except rule.InstallError:
+            return
+        entry, result = rule.decide(args, env, manifest)
+        json.dumps(result)
+        if entry is not None:
+            rule.triton_actions(env, result["triton"])
+
+    decide()
