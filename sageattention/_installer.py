@@ -18,9 +18,9 @@ one line saying what to do:
 3. Fetch the wheel (a folder next to the manifest first: offline installs), with a progress
    bar, and verify its sha256 and size. Fetch the Triton release torch needs, if missing.
 4. Install both with one `pip install --no-deps --no-index` of the local files: torch is never
-   installed, upgraded or removed, and a failed pip run leaves the environment as it was (pip
-   restores what it uninstalled). A conflicting Triton package is removed only with --yes or
-   an interactive yes.
+   installed, upgraded or removed. The files of every distribution the install changes are kept
+   first (Snapshot), so a failed pip run is rolled back: the environment is as it was. A
+   conflicting Triton package is removed only with --yes or an interactive yes.
 5. Self-test: `python -m sageattention doctor --json` in the target (GPU numerics included).
 
 --platform/--python/--torch/--gpu-arch describe another machine ("which wheel fits that one?");
@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -120,9 +121,13 @@ def show(value) -> str:
     return "unknown" if value is None else str(value)
 
 
+MAX_FIELD = 512  # longer "versions" or "archs" are not real ones (and int() refuses >4300 digits)
+
+
 def text_of(value) -> str:
-    """Strings as they are, anything else (None, numbers from hand-written JSON) as ""."""
-    return value if isinstance(value, str) else ""
+    """Strings as they are, anything else (None, numbers from hand-written JSON) and strings
+    too long to be a real field as ""."""
+    return value if isinstance(value, str) and len(value) <= MAX_FIELD else ""
 
 
 def is_stable(wheel: dict) -> bool:
@@ -462,8 +467,13 @@ def _dist_version(name: str) -> str | None:
         return None
 
 
+MSVC_RUNTIME_DLL = "msvcp140.dll"  # the C++ runtime of the Visual C++ Redistributable
+
+
 def _msvc_runtime_version() -> str | None:
-    """The file version of vcruntime140.dll the process would load (Windows), or None."""
+    """The file version of the Visual C++ runtime (msvcp140.dll) the process would load, or None.
+    msvcp140, not vcruntime140: python.org's Pythons (the embedded one too) carry their own
+    vcruntime140.dll next to python.exe, which the Redistributable never updates."""
     if os.name != "nt":
         return None
     try:
@@ -486,7 +496,7 @@ def _msvc_runtime_version() -> str | None:
         version.VerQueryValueW.argtypes = [ctypes.c_void_p, wintypes.LPCWSTR,
                                            ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(wintypes.UINT)]
         version.VerQueryValueW.restype = wintypes.BOOL
-        handle = kernel32.GetModuleHandleW("vcruntime140.dll") or kernel32.LoadLibraryW("vcruntime140.dll")
+        handle = kernel32.GetModuleHandleW(MSVC_RUNTIME_DLL) or kernel32.LoadLibraryW(MSVC_RUNTIME_DLL)
         if not handle:
             return None
         path = ctypes.create_unicode_buffer(32768)
@@ -530,7 +540,7 @@ def probe_environment(with_torch: bool = True) -> dict:
            "implementation": sys.implementation.name,
            "platform": "windows" if system == "windows" else system,
            "machine": platform_mod.machine().lower(),
-           "prefix": sys.prefix,
+           "prefix": sys.prefix, "base_prefix": sys.base_prefix,
            "purelib": sysconfig.get_paths().get("purelib"),
            "user_site": site.ENABLE_USER_SITE and site.getusersitepackages() or None,
            "torch": None, "torch_cuda": None, "torch_error": None, "torch_file": None,
@@ -538,11 +548,10 @@ def probe_environment(with_torch: bool = True) -> dict:
            "triton": {n: v for n in TRITON_PACKAGES.values() if (v := _dist_version(n))},
            "sageattention": _dist_version("sageattention"),
            "pip": _dist_version("pip"),
-           "embedded": embedded_markers(Path(sys.prefix), sys.version_info[:2]),
+           # A venv compiles against its base install's include/ and libs/ (sys.base_prefix).
+           "embedded": embedded_markers(Path(sys.base_prefix), sys.version_info[:2]),
            "msvc_runtime": _msvc_runtime_version()}
-    purelib = env["purelib"]
-    env["site_writable"] = bool(purelib) and os.access(purelib if os.path.isdir(purelib) else
-                                                       os.path.dirname(purelib), os.W_OK)
+    env["site_writable"] = can_write(env["purelib"])
     if not with_torch:
         return env
     try:
@@ -564,13 +573,35 @@ def probe_environment(with_torch: bool = True) -> dict:
     return env
 
 
+def can_write(folder) -> bool:
+    """Whether a file can be created in folder: a real try (os.access on Windows looks at the
+    read-only attribute only, not at the folder's permissions)."""
+    if not folder or not os.path.isdir(folder):
+        return False
+    try:
+        fd, name = tempfile.mkstemp(prefix=".sageattention-write-test-", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    try:
+        os.unlink(name)
+    except OSError:
+        pass
+    return True
+
+
 def one_line(exc) -> str:
     text = " ".join(str(exc).split())
     return text[:300] + ("..." if len(text) > 300 else "")
 
 
 class InstallError(Exception):
-    """One line for the user: what failed and what to do."""
+    """One line for the user: what failed and what to do. code: the exit status (2: bad input
+    such as an unreadable manifest or a wrong argument; 1: the install itself failed)."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
 
 
 def probe_interpreter(python_exe: str, timeout: float = 300) -> dict:
@@ -578,7 +609,8 @@ def probe_interpreter(python_exe: str, timeout: float = 300) -> dict:
     exe = Path(python_exe)
     if not exe.is_file():
         raise InstallError(f"--python-exe {python_exe}: no such file: give the python(.exe) of the "
-                           "environment to install into (ComfyUI portable: python_embeded\\python.exe)")
+                           "environment to install into (ComfyUI portable: python_embeded\\python.exe)",
+                           code=2)
     try:
         proc = subprocess.run([str(exe), str(Path(__file__).resolve()), "--probe"],
                               capture_output=True, text=True, timeout=timeout, check=False)
@@ -597,8 +629,15 @@ def probe_interpreter(python_exe: str, timeout: float = 300) -> dict:
 
 def machine_of(env: dict, overrides: dict) -> dict:
     """The matching rule's machine from a probe, with --platform/--python/--torch/--gpu-arch."""
+    torch = env.get("torch")
+    public, local = split_torch(torch)
+    if (torch and env.get("torch_cuda") and cuda_major(local) is None
+            and not (local or "").startswith(("cpu", "rocm", "xpu"))):
+        # A source or NGC build (2.8.0a0+git1234, ...+nv25.05): its version does not name the
+        # CUDA variant, torch.version.cuda does.
+        torch = f"{public}+cu{str(env['torch_cuda']).replace('.', '')}"
     machine = {"platform": env.get("platform"), "python_tag": env.get("python_tag"),
-               "torch": env.get("torch"), "gpu_archs": list(env.get("gpu_archs") or [])}
+               "torch": torch, "gpu_archs": list(env.get("gpu_archs") or [])}
     for key, value in overrides.items():
         if value is not None:
             machine[key] = value
@@ -619,6 +658,10 @@ def _is_url(text: str) -> bool:
     return urllib.parse.urlsplit(text).scheme in ("http", "https", "file")
 
 
+# What a broken server or connection raises while urllib reads: one line each, never a traceback.
+NET_ERRORS = (OSError, http.client.HTTPException, ValueError)
+
+
 def _open_url(url: str, timeout: float):
     request = urllib.request.Request(url, headers={"User-Agent": "install_sageattention"})
     try:
@@ -627,7 +670,7 @@ def _open_url(url: str, timeout: float):
     except urllib.error.HTTPError as exc:
         raise InstallError(f"{url}: the server answered {exc.code} {exc.reason}: check the address "
                            "(--manifest) or try again later") from exc
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, *NET_ERRORS) as exc:
         reason = getattr(exc, "reason", exc)
         scheme = urllib.parse.urlsplit(url).scheme
         proxy = urllib.request.getproxies().get(scheme)  # the environment's (or Windows') proxy
@@ -637,13 +680,34 @@ def _open_url(url: str, timeout: float):
                            "manifest.json and the wheel and pass --manifest FOLDER") from exc
 
 
+def read_body(url: str, limit: int, timeout: float) -> bytes:
+    """At most `limit` bytes of url's body, within `timeout` per read and a deadline for the
+    whole (a server that trickles cannot hold the installer forever)."""
+    deadline = time.monotonic() + timeout + limit / MIN_RATE
+    chunks, size = [], 0
+    with _open_url(url, timeout) as resp:
+        while size < limit:
+            if time.monotonic() > deadline:
+                raise InstallError(f"{url}: slower than {MIN_RATE // 1000} kB/s: try again later, or "
+                                   "download it and pass --manifest FILE")
+            try:
+                chunk = resp.read(min(1 << 16, limit - size))
+            except NET_ERRORS as exc:
+                raise InstallError(f"{url}: the transfer broke off ({type(exc).__name__}: "
+                                   f"{one_line(exc)}): try again") from exc
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    return b"".join(chunks)
+
+
 def load_manifest(source: str | None, timeout: float = NET_TIMEOUT_S) -> tuple:
     """(manifest dict, folder with local wheels or None, where it came from)."""
     source = source or os.environ.get(MANIFEST_ENV) or DEFAULT_MANIFEST
     folder = None
     if _is_url(source) and not source.startswith("file:"):
-        with _open_url(source, timeout) as resp:
-            raw = resp.read(MAX_MANIFEST_BYTES + 1)
+        raw = read_body(source, MAX_MANIFEST_BYTES + 1, timeout)
     else:
         path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(source).path)
                     if source.startswith("file:") else source)
@@ -651,7 +715,7 @@ def load_manifest(source: str | None, timeout: float = NET_TIMEOUT_S) -> tuple:
             path = path / "manifest.json"
         if not path.is_file():
             raise InstallError(f"--manifest {source}: no such file (give manifest.json, the folder "
-                               "holding it, or its URL)")
+                               "holding it, or its URL)", code=2)
         folder = path.parent
         try:
             with path.open("rb") as f:
@@ -660,15 +724,15 @@ def load_manifest(source: str | None, timeout: float = NET_TIMEOUT_S) -> tuple:
             raise InstallError(f"{path}: cannot read it ({one_line(exc)})") from exc
     if len(raw) > MAX_MANIFEST_BYTES:
         raise InstallError(f"{source}: larger than {MAX_MANIFEST_BYTES >> 20} MiB: not a release "
-                           "manifest")
+                           "manifest", code=2)
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # deep nesting too
         raise InstallError(f"{source}: not a JSON manifest ({one_line(exc)}): give the release's "
-                           "manifest.json") from exc
+                           "manifest.json", code=2) from exc
     problem = manifest_problem(data)
     if problem:
-        raise InstallError(f"{source}: {problem}")
+        raise InstallError(f"{source}: {problem}", code=2)
     return data, folder, source
 
 
@@ -678,6 +742,8 @@ def manifest_problem(data) -> str | None:
     if data.get("schema_version") != SCHEMA_VERSION:
         return (f"schema_version {data.get('schema_version')!r}: this installer reads version "
                 f"{SCHEMA_VERSION}; download the installer of that release ({INSTALLER_URL})")
+    if not isinstance(data.get("release", {}), dict):
+        return "'release' is not an object"
     wheels = data.get("wheels")
     if not isinstance(wheels, list) or not all(isinstance(w, dict) for w in wheels):
         return "'wheels' is not a list of objects"
@@ -756,7 +822,7 @@ def fetch_wheel(entry: dict, folder: Path | None, dest: Path, quiet: bool = Fals
                                        "and pass --manifest FOLDER")
                 try:
                     chunk = resp.read(1 << 16)
-                except OSError as exc:
+                except NET_ERRORS as exc:
                     raise InstallError(f"{url}: the download broke off after {done} bytes "
                                        f"({one_line(exc)}): run the installer again") from exc
                 if not chunk:
@@ -801,14 +867,35 @@ def run_pip(python_exe: str, args: list, what: str) -> str:
     return proc.stdout
 
 
-def fetch_triton(python_exe: str, requirement: str, folder: Path | None, dest: Path) -> Path:
-    """A Triton wheel meeting the requirement, from the manifest's folder or from PyPI."""
+def wheel_fits_python(filename: str, python_tag: str | None) -> bool:
+    """Whether a wheel's Python tag (py3, cp312, cp39.cp310, ...) and ABI let this CPython
+    install it (abi3: that version or newer)."""
+    parts = filename[:-4].split("-")
+    if len(parts) < 5:
+        return False
+    pys, abi = parts[-3].split("."), parts[-2]
+    mine = cp_tuple(python_tag)
+    for tag in pys:
+        if tag in ("py3", "py2.py3"):
+            return True
+        theirs = cp_tuple(tag)
+        if mine and theirs and (theirs == mine or (abi == "abi3" and theirs <= mine)):
+            return True
+    return False
+
+
+def fetch_triton(python_exe: str, requirement: str, folder: Path | None, dest: Path,
+                 python_tag: str | None = None) -> Path:
+    """A Triton wheel meeting the requirement, from the manifest's folder (the newest one this
+    Python can install) or from PyPI."""
     name = parse_requirement(requirement)[0].replace("-", "_")
     if folder is not None:
-        for candidate in sorted(folder.glob(f"{name}-*.whl"), reverse=True):
-            if triton_meets(candidate.name.split("-")[1], requirement):
-                shutil.copyfile(candidate, dest / candidate.name)
-                return dest / candidate.name
+        found = [c for c in folder.glob(f"{name}-*.whl")
+                 if triton_meets(c.name.split("-")[1], requirement) and wheel_fits_python(c.name, python_tag)]
+        if found:
+            best = max(found, key=lambda c: version_key(c.name.split("-")[1]) or [])
+            shutil.copyfile(best, dest / best.name)
+            return dest / best.name
     before = set(dest.glob("*.whl"))
     run_pip(python_exe, ["download", "--no-deps", "--only-binary=:all:", "-d", str(dest),
                          requirement], f"downloading {requirement}")
@@ -816,6 +903,82 @@ def fetch_triton(python_exe: str, requirement: str, folder: Path | None, dest: P
     if not got:
         raise InstallError(f"downloading {requirement}: pip saved no wheel")
     return got[0]
+
+
+def installed_files(names) -> dict:
+    """{name: {"version", "files": [absolute paths]}} of the installed distributions (run in the
+    target interpreter through --files)."""
+    from importlib import metadata
+
+    out = {}
+    for name in names:
+        try:
+            dist = metadata.distribution(name)
+        except Exception:  # noqa: BLE001, S112 - not installed, or a broken dist-info: skip it
+            continue
+        files = [str(Path(dist.locate_file(f)).resolve()) for f in (dist.files or [])]
+        out[name] = {"version": dist.version, "files": [f for f in files if os.path.isfile(f)]}
+    return out
+
+
+class Snapshot:
+    """The files of the distributions an install will change, kept (hard links where the file
+    system allows, copies otherwise) until the install is over: a failure after the first change
+    puts every one of them back, so the environment is as it was."""
+
+    def __init__(self, python_exe: str, names: list, where: str):
+        self.python_exe, self.names = python_exe, list(dict.fromkeys(names))
+        proc = subprocess.run([python_exe, str(Path(__file__).resolve()), "--files", *self.names],
+                              capture_output=True, text=True, timeout=300, check=False)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode or not lines:
+            raise InstallError(f"{python_exe}: could not list the installed files of "
+                               f"{', '.join(self.names)}: nothing was changed")
+        self.before = json.loads(lines[-1])
+        # Next to site-packages: the same file system, so hard links cost nothing.
+        try:
+            self.folder = Path(tempfile.mkdtemp(prefix=".sageattention-backup-", dir=where))
+        except OSError as exc:
+            raise InstallError(f"{where}: cannot write there ({one_line(exc)}): nothing was "
+                               "changed") from exc
+        self.kept = []
+        for name, info in self.before.items():
+            for i, path in enumerate(info["files"]):
+                keep = self.folder / f"{name}-{i}"
+                try:
+                    os.link(path, keep)
+                except OSError:
+                    shutil.copy2(path, keep)
+                self.kept.append((name, path, keep))
+
+    def restore(self, names=None) -> None:
+        for name, path, keep in self.kept:
+            if names is None or name in names:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                if os.path.exists(path):
+                    os.unlink(path)
+                shutil.copy2(keep, path)
+
+    def rollback(self) -> str:
+        """Uninstall what the install left, put the old files back; the versions now there."""
+        for name in self.names:
+            try:
+                run_pip(self.python_exe, ["uninstall", "-y", name], f"rolling back {name}")
+            except InstallError:
+                pass  # not installed any more, or already gone
+        self.restore()
+        now = installed_files_of(self.python_exe, self.names)
+        return ", ".join(f"{n} {now[n]['version']}" if n in now else f"no {n}" for n in self.names)
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def installed_files_of(python_exe: str, names) -> dict:
+    proc = subprocess.run([python_exe, str(Path(__file__).resolve()), "--files", *names],
+                          capture_output=True, text=True, timeout=300, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
 
 
 def check_writable(env: dict) -> None:
@@ -933,6 +1096,9 @@ def main(argv=None) -> int:
     if "--probe" in argv:
         print(json.dumps(probe_environment()))
         return 0
+    if argv[:1] == ["--files"]:
+        print(json.dumps(installed_files(argv[1:])))
+        return 0
     try:
         args = parse_args(argv)
     except SystemExit as exc:
@@ -946,7 +1112,7 @@ def main(argv=None) -> int:
             print(json.dumps(result))
         else:
             print(f"install_sageattention: {exc}", file=sys.stderr)
-        return 1
+        return exc.code
     except KeyboardInterrupt:
         print("install_sageattention: interrupted; nothing was installed unless pip had finished",
               file=sys.stderr)
@@ -1003,17 +1169,31 @@ def run(args, result: dict) -> int:
         say(args, f"verified sha256 {entry['sha256'][:16]}... ({entry['size']} bytes)")
         files = [wheel]
         if triton["install"]:
-            files.append(fetch_triton(python_exe, triton["install"], folder, dest))
+            files.append(fetch_triton(python_exe, triton["install"], folder, dest, env.get("python_tag")))
             say(args, f"fetched {files[-1].name}")
-        # One pip run of local files only: all of it or (pip rolls back) none of it.
-        run_pip(python_exe, ["install", "--no-deps", "--no-index", "--force-reinstall",
-                             *map(str, files)], f"installing {entry['filename']}")
+        # Everything is fetched and verified: only now does the environment change.
+        kept_triton = parse_requirement(result["triton"])[0] if result["triton"] else None
+        touched = ["sageattention"] + ([kept_triton] if kept_triton and (triton["install"] or triton["remove"])
+                                       else []) + triton["remove"]
+        snapshot = Snapshot(python_exe, touched, env["purelib"])
+        try:
+            if triton["remove"]:
+                # triton and triton-windows own the same files: remove the other one first, then
+                # write the kept one's files again (pip's reinstall, or the snapshot's copies).
+                run_pip(python_exe, ["uninstall", "-y", *triton["remove"]],
+                        f"removing {' '.join(triton['remove'])}")
+                if not triton["install"]:
+                    snapshot.restore([kept_triton])
+                say(args, f"removed {', '.join(triton['remove'])}")
+            run_pip(python_exe, ["install", "--no-deps", "--no-index", "--force-reinstall",
+                                 *map(str, files)], f"installing {entry['filename']}")
+        except InstallError as exc:
+            state = snapshot.rollback()
+            raise InstallError(f"{exc}; the environment was put back as it was ({state})") from exc
+        finally:
+            snapshot.close()
     result["installed"] = True
     say(args, f"installed {entry['filename']}" + (f" and {files[-1].name}" if len(files) > 1 else ""))
-    if triton["remove"]:
-        run_pip(python_exe, ["uninstall", "-y", *triton["remove"]],
-                f"removing {' '.join(triton['remove'])}")
-        say(args, f"removed {', '.join(triton['remove'])}")
     after = probe_interpreter(python_exe)
     if after.get("torch") != env.get("torch"):  # --no-deps makes this impossible; say so if not
         raise InstallError(f"torch changed from {env.get('torch')} to {after.get('torch')}: "

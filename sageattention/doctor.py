@@ -58,7 +58,7 @@ def build_info_check(env: dict, info) -> dict:
                                          "this installation (Triton kernels only)")
     entry = {"torch": info.torch_version, "cuda": info.variant, "archs": list(info.cuda_archs),
              "abi_flavour": info.abi_flavour, "torch_and_higher": info.abi_flavour == "stable"}
-    machine = {"torch": env.get("torch")}
+    machine = rule.machine_of(env, {})  # a source / NGC build's variant from torch.version.cuda
     found = [p for p in (rule.torch_problem(entry, machine), rule.cuda_problem(entry, machine)) if p]
     built = (f"built for torch {info.torch_version}{' and newer' if entry['torch_and_higher'] else ''} "
              f"{info.variant}, GPU archs {' '.join(info.cuda_archs) or 'none'}")
@@ -185,6 +185,11 @@ def better_wheel_check(env: dict, manifest: dict | None, manifest_error: str | N
     if installed_version and entry.get("version") == installed_version:
         return check("published wheels", True, f"the installed build is the one that fits best "
                                                f"({entry['filename']})")
+    mine = rule.version_key(rule.split_torch(installed_version)[0]) if installed_version else None
+    theirs = rule.version_key(rule.split_torch(entry.get("version"))[0])
+    if mine is not None and rule.compare_keys(mine, theirs) >= 0:
+        return check("published wheels", True, f"sageattention {installed_version} is as new as or "
+                                               f"newer than the published {entry['filename']}")
     return check("published wheels", False, f"installed: sageattention {rule.show(installed_version)}; "
                                             f"the published wheel for this machine is {entry['filename']}",
                  FIX_INSTALL)
@@ -271,8 +276,8 @@ def diagnose(manifest_source: str | None, use_manifest: bool, run_self_test: boo
     if use_manifest:
         try:
             manifest, _, _ = rule.load_manifest(manifest_source, timeout=10)
-        except rule.InstallError as exc:
-            error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - InstallError, and anything a server sends
+            error = str(exc) if isinstance(exc, rule.InstallError) else f"{type(exc).__name__}: {exc}"
     best = better_wheel_check(env, manifest, error, env.get("sageattention") or info.version)
     if manifest is None and manifest_source and use_manifest:  # asked for by name: must be read
         best = check("published wheels", False, f"cannot read --manifest: {error}",

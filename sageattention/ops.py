@@ -125,7 +125,8 @@ def load(info: BuildInfo | None = None, importer=importlib.import_module):
         return None
     try:
         _state.module = importer(EXTENSION_MODULE)
-    except (ImportError, OSError) as exc:  # "DLL load failed", "undefined symbol", ...
+    except Exception as exc:  # noqa: BLE001 - "DLL load failed", "undefined symbol", a RuntimeError
+        # from an operator registered twice, ...: any of them means Triton, with the reason
         _state.reason = "the extension failed to load"
         _state.message = describe(info, _state.reason, torch_version, cuda_version, detail=str(exc))
         _report(_state.message)
@@ -133,7 +134,7 @@ def load(info: BuildInfo | None = None, importer=importlib.import_module):
     if info.optional_paths.get("fp8_archs"):
         try:
             _state.fp8_module = importer(FP8_MODULE)
-        except (ImportError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - as above
             _report(describe(info, "its FP8 unit failed to load", torch_version, cuda_version,
                              detail=str(exc)))
     _register_fakes()

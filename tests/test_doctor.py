@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from sageattention import _installer as rule
 from sageattention import doctor, ops
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,16 +132,29 @@ def test_load_error_reads_the_loaders_reason(monkeypatch):
 
 
 def test_better_published_wheel():
-    manifest = json.loads((ROOT / "tests" / "matching_cases.json").read_text())
-    manifest = {"schema_version": 1, "wheels": manifest["wheels"]}
-    c = doctor.better_wheel_check(SEED_ENV, manifest, None, "2.2.0.post1+cu129torch2.8.0")
-    fits = rule.explain(manifest["wheels"], rule.machine_of(SEED_ENV, {}))["wheel"]
-    entry = next(w for w in manifest["wheels"] if w["filename"] == fits)
-    assert c["ok"] is (entry["version"] == "2.2.0.post1+cu129torch2.8.0")
-    if not c["ok"]:
-        assert fits in c["detail"] and "install_sageattention.py" in c["fix"]
-    c = doctor.better_wheel_check(SEED_ENV, None, "cannot connect", None)
-    assert c["ok"] and "not read" in c["detail"]
+    seed = "sageattention-2.2.0.post1+cu129torch2.8.0-cp39-abi3-win_amd64.whl"
+    entry = {"filename": seed, "version": "2.2.0.post1+cu129torch2.8.0", "platform": "windows",
+             "python_tag": "cp39", "abi_flavour": "abi3", "torch": "2.8.0", "cuda": "cu129",
+             "archs": ["8.9"], "triton": "triton-windows<3.5", "sha256": "0" * 64, "size": 1}
+    manifest = {"schema_version": 1, "wheels": [entry]}
+    same = doctor.better_wheel_check(SEED_ENV, manifest, None, "2.2.0.post1+cu129torch2.8.0")
+    assert same["ok"] and seed in same["detail"]
+    older = doctor.better_wheel_check(SEED_ENV, manifest, None, "2.1.1+cu129torch2.8.0")
+    assert not older["ok"] and seed in older["detail"] and "install_sageattention.py" in older["fix"]
+    newer = doctor.better_wheel_check(SEED_ENV, manifest, None, "2.3.0+cu129torch2.8.0")
+    assert newer["ok"] and "newer" in newer["detail"]  # never advise a downgrade
+    none = doctor.better_wheel_check(env(torch="2.9.1+cu130"), manifest, None, "2.2.0.post1")
+    assert none["ok"] and "no published wheel fits" in none["detail"]
+    unread = doctor.better_wheel_check(SEED_ENV, None, "cannot connect", None)
+    assert unread["ok"] and "not read" in unread["detail"]
+
+
+def test_source_and_ngc_torch_builds_are_cuda_builds():
+    ngc = ops.BuildInfo(version="x", torch_version="2.8.0a0", cuda_version="12.9", abi_flavour="abi3",
+                        compiled_extension=True, cuda_archs=("9.0",))
+    c = doctor.build_info_check(env(torch="2.8.0a0+5228986c39.nv25.05", torch_cuda="12.9"), ngc)
+    assert c["ok"], c
+    assert ops.environment_mismatch(ngc, "2.8.0a0+5228986c39.nv25.05", "12.9") is None
 
 
 def test_import_guard_message_names_both_sides_and_the_installer(monkeypatch):

@@ -399,7 +399,7 @@ def test_bad_manifest_is_one_line(tmp_path, fake_env, content, words):
     path = tmp_path / "manifest.json"
     path.write_bytes(content)
     proc = install("--manifest", path, "--dry-run", python=python)
-    assert proc.returncode == 1 and words in one_line_error(proc)
+    assert proc.returncode == 2 and words in one_line_error(proc)  # bad input
 
 
 @pytest.mark.parametrize("args, words", [
@@ -496,7 +496,7 @@ def test_deeply_nested_manifest_is_one_line(tmp_path, fake_env):
     path = tmp_path / "manifest.json"
     path.write_text("[" * 200_000 + "]" * 200_000)
     proc = install("--manifest", path, "--dry-run", python=python)
-    assert proc.returncode == 1 and "not a JSON manifest" in one_line_error(proc)
+    assert proc.returncode == 2 and "not a JSON manifest" in one_line_error(proc)
 
 
 def test_a_trickling_server_is_given_up(tmp_path, fake_env, monkeypatch):
@@ -562,3 +562,164 @@ def test_generated_manifests_never_crash_the_decision(tmp_path):
             rule.triton_actions(env, result["triton"])
 
     decide()
+
+
+# ---- found in review: shared Triton files, partial pip runs, broken servers, odd numbers ---------
+
+def _triton_with_file(site: Path, name: str, version: str, text: str) -> None:
+    """A Triton distribution that owns triton/__init__.py (both packages own that path)."""
+    (site / "triton").mkdir(exist_ok=True)
+    (site / "triton" / "__init__.py").write_text(text)
+    dist_info(site, name, version, ["triton/__init__.py,,"])
+
+
+def test_removing_the_conflicting_triton_keeps_the_wanted_ones_files(tmp_path, fake_env):
+    python, site = fake_env
+    shutil.rmtree(next(site.glob("triton-3.5.0.dist-info")))
+    _triton_with_file(site, "triton", "3.5.0", "VERSION = 'kept'\n")
+    dist_info(site, "triton-windows", "3.5.0.post21", ["triton/__init__.py,,"])
+    folder = release(tmp_path / "rel")
+    proc = install("--manifest", folder, "--no-self-test", "--yes", python=python)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (site / "triton" / "__init__.py").read_text() == "VERSION = 'kept'\n"
+    got = installed(python)
+    assert "triton-windows" not in got and got["triton"] == "3.5.0"
+
+
+def test_a_pip_run_failing_after_one_package_is_rolled_back(tmp_path, fake_env):
+    """pip installs Triton, then fails on sageattention: Triton's old files come back."""
+    python, site = fake_env
+    shutil.rmtree(next(site.glob("triton-3.5.0.dist-info")))
+    _triton_with_file(site, "triton", "3.4.0", "VERSION = 'old'\n")  # torch 2.9 pins 3.5
+    folder = release(tmp_path / "rel")
+    fake_triton_wheel(folder, "triton", "3.5.1")
+    (site / "sageattention" / "_build_info.py").mkdir(parents=True)  # pip cannot write this file
+    proc = install("--manifest", folder, "--no-self-test", python=python)
+    line = one_line_error(proc)
+    assert proc.returncode == 1 and "pip failed" in line and "put back as it was" in line, line
+    got = installed(python)
+    assert got["triton"] == "3.4.0" and "sageattention" not in got, got
+    assert (site / "triton" / "__init__.py").read_text() == "VERSION = 'old'\n"
+    assert not list(site.glob(".sageattention-backup-*"))  # the kept files are cleaned up
+
+
+def _raw_server(reply: bytes):
+    """A TCP server on 127.0.0.1 that answers every connection with `reply` and closes."""
+    import socket as socket_mod
+
+    srv = socket_mod.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, f"http://127.0.0.1:{srv.getsockname()[1]}/manifest.json"
+
+
+@pytest.mark.parametrize("reply", [
+    b"garbage\r\n\r\n",  # not an HTTP status line
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nff\r\n{\"schema",  # body cut off
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{}",  # shorter than it said
+])
+def test_a_broken_server_is_one_line(fake_env, reply):
+    python, _ = fake_env
+    srv, url = _raw_server(reply)
+    try:
+        proc = install("--manifest", url, "--dry-run", python=python)
+        assert proc.returncode in (1, 2)
+        one_line_error(proc)
+        proc = install("--manifest", url, "--dry-run", "--json", python=python)
+        assert "error" in json.loads(proc.stdout)
+    finally:
+        srv.close()
+
+
+def test_a_trickling_manifest_server_is_given_up(monkeypatch):
+    from sagewheels import matching
+
+    rule = matching._rule
+
+    class Slow:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read(self, n):
+            return b" "
+
+    monkeypatch.setattr(rule, "_open_url", lambda url, timeout: Slow())
+    monkeypatch.setattr(rule, "MIN_RATE", 10 ** 12)
+    with pytest.raises(rule.InstallError, match="slower than"):
+        rule.read_body("http://127.0.0.1:9/manifest.json", 1 << 20, timeout=0)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--torch", "2." + "9" * 5000], "--torch"),
+    (["--python", "cp3" + "9" * 5000], "--python"),
+])
+def test_huge_numbers_in_arguments_are_one_line(args, words):
+    proc = install(*args)
+    assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_huge_numbers_and_odd_release_in_a_manifest(tmp_path, fake_env):
+    python, _ = fake_env
+    folder = release(tmp_path / "rel")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["wheels"][0]["archs"] = ["9" * 5000 + ".0"]
+    manifest["wheels"][0]["torch"] = "2." + "9" * 5000
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    proc = install("--manifest", folder, "--dry-run", "--json", python=python)
+    out = json.loads(proc.stdout)
+    assert proc.returncode == 1 and out["wheel"] is None and out["why"], out
+    manifest["release"] = "x"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    proc = install("--manifest", folder, "--dry-run", python=python)
+    assert proc.returncode == 2 and "'release' is not an object" in one_line_error(proc)
+
+
+def test_source_and_ngc_torch_builds_take_the_variant_from_torch_version_cuda():
+    from sagewheels import matching
+
+    rule = matching._rule
+    env = {"platform": "linux", "python_tag": "cp312", "torch": "2.8.0a0+5228986c39.nv25.05",
+           "torch_cuda": "12.9", "gpu_archs": ["9.0"]}
+    assert rule.machine_of(env, {})["torch"] == "2.8.0a0+cu129"
+    assert rule.machine_of({**env, "torch": "2.8.0+cu129"}, {})["torch"] == "2.8.0+cu129"
+    assert rule.machine_of({**env, "torch_cuda": None}, {})["torch"] == env["torch"]
+
+
+def test_triton_wheels_of_the_folder_fit_this_python_and_the_newest_wins(tmp_path):
+    from sagewheels import matching
+
+    rule = matching._rule
+    assert rule.wheel_fits_python("triton_windows-3.4.0.post20-cp312-cp312-win_amd64.whl", "cp312")
+    assert not rule.wheel_fits_python("triton_windows-3.4.0.post20-cp312-cp312-win_amd64.whl", "cp311")
+    assert rule.wheel_fits_python("triton-3.5.1-py3-none-any.whl", "cp39")
+    for post in (9, 20):
+        (tmp_path / f"triton_windows-3.4.0.post{post}-cp312-cp312-win_amd64.whl").write_bytes(b"x")
+    (tmp_path / "triton_windows-3.4.0.post30-cp311-cp311-win_amd64.whl").write_bytes(b"x")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    got = rule.fetch_triton(sys.executable, "triton-windows<3.5", tmp_path, dest, "cp312")
+    assert got.name == "triton_windows-3.4.0.post20-cp312-cp312-win_amd64.whl"
+
+
+def test_write_check_is_a_real_try(tmp_path):
+    from sagewheels import matching
+
+    rule = matching._rule
+    assert rule.can_write(str(tmp_path))
+    assert not rule.can_write(str(tmp_path / "missing"))
+    assert not list(tmp_path.iterdir())  # the probe file is gone again

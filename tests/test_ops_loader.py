@@ -123,3 +123,16 @@ def test_fp8_unit_archs_come_from_the_build(monkeypatch):
     for cc, want in (((8, 9), True), ((9, 0), True), ((12, 0), False), ((8, 6), False)):
         monkeypatch.setattr(ops.torch.cuda, "get_device_capability", lambda i, cc=cc: cc)
         assert ops.fp8_usable_on(ops.torch.device("cuda", 0)) is want, cc
+
+
+def test_any_import_error_of_the_extension_falls_back_to_triton(monkeypatch):
+    """A RuntimeError at import (an operator registered twice, ...) is explained like a DLL
+    failure, not raised into sageattn's callers."""
+    monkeypatch.setattr(ops.torch, "__version__", "2.8.0+cu129")
+    monkeypatch.setattr(ops.torch.version, "cuda", "12.9")
+
+    def broken(name):
+        raise RuntimeError("Tried to register an operator with the same name twice")
+
+    with pytest.warns(RuntimeWarning, match="registered|register an operator"):
+        assert ops.load(BUILT, importer=broken) is None
