@@ -143,11 +143,11 @@ def msvc_check(env: dict) -> dict:
     fix = ("install the latest Microsoft Visual C++ Redistributable for Visual Studio 2015-2022 "
            "(x64) from https://aka.ms/vs/17/release/vc_redist.x64.exe")
     if not version:
-        return check("msvc runtime", False, "vcruntime140.dll was not found", fix)
+        return check("msvc runtime", False, f"{rule.MSVC_RUNTIME_DLL} (the Visual C++ runtime) was not found", fix)
     parts = tuple(int(x) for x in version.split(".")[:2] if x.isdigit())
     if parts >= MIN_MSVC_RUNTIME:
-        return check("msvc runtime", True, f"vcruntime140.dll {version}")
-    return check("msvc runtime", False, f"vcruntime140.dll {version}: triton-windows needs "
+        return check("msvc runtime", True, f"{rule.MSVC_RUNTIME_DLL} {version}")
+    return check("msvc runtime", False, f"{rule.MSVC_RUNTIME_DLL} {version}: triton-windows needs "
                                         f"{MIN_MSVC_RUNTIME[0]}.{MIN_MSVC_RUNTIME[1]} or newer", fix)
 
 
