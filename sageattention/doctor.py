@@ -133,7 +133,8 @@ def embedded_check(env: dict) -> dict:
                  f"{kind} has no {' and no '.join(missing)}: triton-windows cannot compile kernels "
                  "('Failed to find Python libs' or a missing Python.h)",
                  f"copy the include/ and libs/ folders of a full CPython {env.get('python_version')} "
-                 f"install (the same version, from python.org) into {env.get('prefix')}")
+                 f"install (the same version, from python.org) into "
+                 f"{env.get('base_prefix') or env.get('prefix')}")
 
 
 def msvc_check(env: dict) -> dict:
@@ -185,9 +186,12 @@ def better_wheel_check(env: dict, manifest: dict | None, manifest_error: str | N
     if installed_version and entry.get("version") == installed_version:
         return check("published wheels", True, f"the installed build is the one that fits best "
                                                f"({entry['filename']})")
-    mine = rule.version_key(rule.split_torch(installed_version)[0]) if installed_version else None
-    theirs = rule.version_key(rule.split_torch(entry.get("version"))[0])
-    if mine is not None and rule.compare_keys(mine, theirs) >= 0:
+    mine_public, mine_local = rule.split_torch(installed_version)
+    theirs_public, theirs_local = rule.split_torch(entry.get("version"))
+    mine, theirs = rule.version_key(mine_public), rule.version_key(theirs_public)
+    # "Newer" counts only for the same build variant (+cu130torch2.9.1): another variant is
+    # another build, and the one that fits is named.
+    if mine is not None and mine_local == theirs_local and rule.compare_keys(mine, theirs) >= 0:
         return check("published wheels", True, f"sageattention {installed_version} is as new as or "
                                                f"newer than the published {entry['filename']}")
     return check("published wheels", False, f"installed: sageattention {rule.show(installed_version)}; "

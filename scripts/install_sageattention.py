@@ -51,6 +51,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -98,7 +99,7 @@ PRE_RANK = {"a": 0, "b": 1, "rc": 2}
 
 def version_key(text) -> list | None:
     """A sort key for the normalized PEP 440 versions the wheels and torch use, or None."""
-    m = VERSION_RE.fullmatch(text_of(text))
+    m = VERSION_RE.fullmatch(number_text(text))
     if not m:
         return None
     release = [int(x) for x in m.group(1).split(".")]
@@ -125,9 +126,15 @@ MAX_FIELD = 512  # longer "versions" or "archs" are not real ones (and int() ref
 
 
 def text_of(value) -> str:
-    """Strings as they are, anything else (None, numbers from hand-written JSON) and strings
-    too long to be a real field as ""."""
-    return value if isinstance(value, str) and len(value) <= MAX_FIELD else ""
+    """Strings as they are, anything else (None, numbers from hand-written JSON) as ""."""
+    return value if isinstance(value, str) else ""
+
+
+def number_text(value) -> str:
+    """text_of for the parsers that turn digits into ints: a string too long to be a real
+    version or arch reads as "" (int() refuses more than 4300 digits)."""
+    text = text_of(value)
+    return text if len(text) <= MAX_FIELD else ""
 
 
 def is_stable(wheel: dict) -> bool:
@@ -145,7 +152,7 @@ def split_torch(text) -> tuple:
 
 
 def cp_tuple(tag) -> list | None:
-    m = CP_RE.fullmatch(text_of(tag))
+    m = CP_RE.fullmatch(number_text(tag))
     return [int(m.group(1)), int(m.group(2))] if m else None
 
 
@@ -155,13 +162,13 @@ def cp_dotted(tag) -> str:
 
 
 def cuda_major(variant) -> int | None:
-    m = CUDA_RE.fullmatch(text_of(variant))
+    m = CUDA_RE.fullmatch(number_text(variant))
     return int(m.group(1)) if m else None
 
 
 def arch_covers(arch: str, gpu: list) -> bool:
     """Does the wheel's arch (8.6, 9.0a, 8.0+PTX) run on a GPU of capability [major, minor]?"""
-    m = ARCH_RE.fullmatch(text_of(arch))
+    m = ARCH_RE.fullmatch(number_text(arch))
     if not m:
         return False  # a form this rule does not know runs nowhere for sure
     major, minor, specific, ptx = int(m.group(1)), int(m.group(2)), m.group(3), m.group(4)
@@ -173,7 +180,7 @@ def arch_covers(arch: str, gpu: list) -> bool:
 
 
 def gpu_covered(gpu: str, archs: list) -> bool:
-    m = GPU_RE.fullmatch(text_of(gpu))
+    m = GPU_RE.fullmatch(number_text(gpu))
     return bool(m) and any(arch_covers(a, [int(m.group(1)), int(m.group(2))]) for a in archs)
 
 
@@ -275,7 +282,7 @@ def gpu_problems(wheel: dict, machine: dict) -> list:
     found = []
     gpus = machine.get("gpu_archs")
     for gpu in gpus if isinstance(gpus, list) else []:
-        if not GPU_RE.fullmatch(text_of(gpu)):
+        if not GPU_RE.fullmatch(number_text(gpu)):
             found.append(problem("gpu", gpu, archs, f"GPU: cannot read the compute capability "
                                                     f"'{show(gpu)}': give it as X.Y"))
         elif not gpu_covered(gpu, archs):
@@ -396,7 +403,7 @@ def triton_requirement(platform: str, torch_version, wheel: dict | None = None) 
 
 def parse_requirement(text) -> tuple | None:
     """(package, operator, version, wildcard) of the forms the matrix uses, or None."""
-    m = REQUIREMENT_RE.fullmatch(text_of(text).strip())
+    m = REQUIREMENT_RE.fullmatch(number_text(text).strip())
     return (m.group(1), m.group(2), m.group(3), bool(m.group(4))) if m else None
 
 
@@ -680,22 +687,38 @@ def _open_url(url: str, timeout: float):
                            "manifest.json and the wheel and pass --manifest FOLDER") from exc
 
 
-def read_body(url: str, limit: int, timeout: float) -> bytes:
-    """At most `limit` bytes of url's body, within `timeout` per read and a deadline for the
-    whole (a server that trickles cannot hold the installer forever)."""
-    deadline = time.monotonic() + timeout + limit / MIN_RATE
+def read_chunk(resp, size: int) -> bytes:
+    """What has arrived, up to size bytes: read1 returns as soon as any data is there (read
+    waits for all of it, so a server that trickles would never reach the deadline check)."""
+    reader = getattr(resp, "read1", None) or resp.read
+    return reader(size)
+
+
+def body_cut_short(resp) -> bool:
+    """The server closed the connection before the Content-Length it announced."""
+    left = getattr(resp, "length", None)
+    return isinstance(left, int) and left > 0
+
+
+def read_body(url: str, limit: int, timeout: float, budget: float = 60.0) -> bytes:
+    """At most `limit` bytes of url's body, within `timeout` per read and `timeout + budget`
+    for the whole (a server that trickles cannot hold the installer forever)."""
+    deadline = time.monotonic() + timeout + budget
     chunks, size = [], 0
     with _open_url(url, timeout) as resp:
         while size < limit:
             if time.monotonic() > deadline:
-                raise InstallError(f"{url}: slower than {MIN_RATE // 1000} kB/s: try again later, or "
-                                   "download it and pass --manifest FILE")
+                raise InstallError(f"{url}: too slow (still sending after {timeout + budget:.0f} s): "
+                                   "try again later, or download it and pass --manifest FILE")
             try:
-                chunk = resp.read(min(1 << 16, limit - size))
+                chunk = read_chunk(resp, min(1 << 16, limit - size))
             except NET_ERRORS as exc:
                 raise InstallError(f"{url}: the transfer broke off ({type(exc).__name__}: "
                                    f"{one_line(exc)}): try again") from exc
             if not chunk:
+                if body_cut_short(resp):
+                    raise InstallError(f"{url}: the transfer broke off ({resp.length} bytes "
+                                       "missing): try again")
                 break
             chunks.append(chunk)
             size += len(chunk)
@@ -727,7 +750,7 @@ def load_manifest(source: str | None, timeout: float = NET_TIMEOUT_S) -> tuple:
                            "manifest", code=2)
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # deep nesting too
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, huge numbers, deep nesting
         raise InstallError(f"{source}: not a JSON manifest ({one_line(exc)}): give the release's "
                            "manifest.json", code=2) from exc
     problem = manifest_problem(data)
@@ -742,7 +765,7 @@ def manifest_problem(data) -> str | None:
     if data.get("schema_version") != SCHEMA_VERSION:
         return (f"schema_version {data.get('schema_version')!r}: this installer reads version "
                 f"{SCHEMA_VERSION}; download the installer of that release ({INSTALLER_URL})")
-    if not isinstance(data.get("release", {}), dict):
+    if data.get("release") is not None and not isinstance(data["release"], dict):
         return "'release' is not an object"
     wheels = data.get("wheels")
     if not isinstance(wheels, list) or not all(isinstance(w, dict) for w in wheels):
@@ -821,11 +844,14 @@ def fetch_wheel(entry: dict, folder: Path | None, dest: Path, quiet: bool = Fals
                                        f"{size} bytes): try again later, or download it by hand "
                                        "and pass --manifest FOLDER")
                 try:
-                    chunk = resp.read(1 << 16)
+                    chunk = read_chunk(resp, 1 << 16)
                 except NET_ERRORS as exc:
                     raise InstallError(f"{url}: the download broke off after {done} bytes "
                                        f"({one_line(exc)}): run the installer again") from exc
                 if not chunk:
+                    if body_cut_short(resp):
+                        raise InstallError(f"{url}: the download broke off after {done} bytes: run "
+                                           "the installer again")
                     break
                 done += len(chunk)
                 if done > size:
@@ -907,7 +933,8 @@ def fetch_triton(python_exe: str, requirement: str, folder: Path | None, dest: P
 
 def installed_files(names) -> dict:
     """{name: {"version", "files": [absolute paths]}} of the installed distributions (run in the
-    target interpreter through --files)."""
+    target interpreter through --files). Paths are not resolved: a symbolic link (uv's link
+    mode) is kept as the link it is."""
     from importlib import metadata
 
     out = {}
@@ -916,48 +943,98 @@ def installed_files(names) -> dict:
             dist = metadata.distribution(name)
         except Exception:  # noqa: BLE001, S112 - not installed, or a broken dist-info: skip it
             continue
-        files = [str(Path(dist.locate_file(f)).resolve()) for f in (dist.files or [])]
-        out[name] = {"version": dist.version, "files": [f for f in files if os.path.isfile(f)]}
+        files = [os.path.abspath(str(dist.locate_file(f))) for f in (dist.files or [])]
+        out[name] = {"version": dist.version, "record": dist.files is not None,
+                     "files": [f for f in files if os.path.lexists(f)]}
     return out
+
+
+def _force_remove(path: str) -> None:
+    """os.unlink that also removes a read-only file (Windows refuses those otherwise)."""
+    try:
+        os.unlink(path)
+    except PermissionError:
+        os.chmod(path, stat.S_IWRITE | stat.S_IREAD)
+        os.unlink(path)
+
+
+def _rmtree_onerror(func, path, _exc_info):
+    try:
+        os.chmod(path, stat.S_IWRITE | stat.S_IREAD)
+        func(path)
+    except OSError:
+        pass  # best effort: a leftover backup folder is named .sageattention-backup-*
 
 
 class Snapshot:
     """The files of the distributions an install will change, kept (hard links where the file
-    system allows, copies otherwise) until the install is over: a failure after the first change
-    puts every one of them back, so the environment is as it was."""
+    system allows, copies otherwise) until the install is over: a failure or an interrupt after
+    the first change puts every one of them back, so the environment is as it was."""
 
-    def __init__(self, python_exe: str, names: list, where: str):
+    def __init__(self, python_exe: str, names: list, where: str, new_tops=()):
         self.python_exe, self.names = python_exe, list(dict.fromkeys(names))
-        proc = subprocess.run([python_exe, str(Path(__file__).resolve()), "--files", *self.names],
-                              capture_output=True, text=True, timeout=300, check=False)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        if proc.returncode or not lines:
-            raise InstallError(f"{python_exe}: could not list the installed files of "
-                               f"{', '.join(self.names)}: nothing was changed")
-        self.before = json.loads(lines[-1])
-        # Next to site-packages: the same file system, so hard links cost nothing.
+        self.before = installed_files_of(python_exe, self.names, must=True)
+        # Top-level entries the new wheels write that do not exist yet: a rollback removes them
+        # (pip's uninstall cannot know files it wrote part-way before failing).
+        self.where = where
+        self.new_tops = [t for t in dict.fromkeys(new_tops) if not os.path.lexists(os.path.join(where, t))]
+        self.kept = []  # (name, path, kept copy or None, link target or None)
+        self.folder = None
         try:
+            # Next to site-packages: the same file system, so hard links cost nothing.
             self.folder = Path(tempfile.mkdtemp(prefix=".sageattention-backup-", dir=where))
-        except OSError as exc:
-            raise InstallError(f"{where}: cannot write there ({one_line(exc)}): nothing was "
-                               "changed") from exc
-        self.kept = []
-        for name, info in self.before.items():
-            for i, path in enumerate(info["files"]):
-                keep = self.folder / f"{name}-{i}"
-                try:
-                    os.link(path, keep)
-                except OSError:
-                    shutil.copy2(path, keep)
-                self.kept.append((name, path, keep))
+            for name, info in self.before.items():
+                for i, path in enumerate(info["files"]):
+                    if os.path.islink(path):
+                        self.kept.append((name, path, None, os.readlink(path)))
+                        continue
+                    keep = self.folder / f"{name}-{i}"
+                    try:
+                        os.link(path, keep)
+                    except OSError:
+                        shutil.copy2(path, keep)
+                    self.kept.append((name, path, keep, None))
+        except BaseException as exc:  # OSError (disk full, ...) or an interrupt: nothing changed yet
+            self.close()
+            if isinstance(exc, OSError):
+                raise InstallError(f"{where}: cannot keep the installed files aside "
+                                   f"({one_line(exc)}): nothing was changed") from exc
+            raise
 
-    def restore(self, names=None) -> None:
-        for name, path, keep in self.kept:
-            if names is None or name in names:
+    @staticmethod
+    def _unchanged(path: str, keep: Path) -> bool:
+        try:
+            if os.path.samefile(path, keep):
+                return True  # the very file (hard link): pip never replaced it
+            a, b = os.stat(path), os.stat(keep)
+            return a.st_size == b.st_size and int(a.st_mtime) == int(b.st_mtime)
+        except OSError:
+            return False
+
+    def restore(self, names=None) -> list:
+        """Put back what is missing or changed; the files that could not be restored."""
+        failed = []
+        for name, path, keep, link in self.kept:
+            if names is not None and name not in names:
+                continue
+            try:
+                if link is not None:
+                    if os.path.islink(path) and os.readlink(path) == link:
+                        continue
+                    if os.path.lexists(path):
+                        _force_remove(path)
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    os.symlink(link, path)
+                    continue
+                if os.path.lexists(path) and not os.path.islink(path) and self._unchanged(path, keep):
+                    continue
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                if os.path.exists(path):
-                    os.unlink(path)
+                if os.path.lexists(path):
+                    _force_remove(path)
                 shutil.copy2(keep, path)
+            except OSError as exc:
+                failed.append(f"{path}: {one_line(exc)}")
+        return failed
 
     def rollback(self) -> str:
         """Uninstall what the install left, put the old files back; the versions now there."""
@@ -966,19 +1043,57 @@ class Snapshot:
                 run_pip(self.python_exe, ["uninstall", "-y", name], f"rolling back {name}")
             except InstallError:
                 pass  # not installed any more, or already gone
-        self.restore()
+        for top in self.new_tops:
+            target = os.path.join(self.where, top)
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target, onerror=_rmtree_onerror)
+            elif os.path.lexists(target):
+                try:
+                    _force_remove(target)
+                except OSError:
+                    pass
+        failed = self.restore()
         now = installed_files_of(self.python_exe, self.names)
-        return ", ".join(f"{n} {now[n]['version']}" if n in now else f"no {n}" for n in self.names)
+        state = ", ".join(f"{n} {now[n]['version']}" if n in now else f"no {n}" for n in self.names)
+        if failed:
+            state += f"; {len(failed)} file(s) could not be put back, first {failed[0]}"
+        return state
 
     def close(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.folder is not None:
+            shutil.rmtree(self.folder, onerror=_rmtree_onerror)
+            self.folder = None
 
 
-def installed_files_of(python_exe: str, names) -> dict:
-    proc = subprocess.run([python_exe, str(Path(__file__).resolve()), "--files", *names],
-                          capture_output=True, text=True, timeout=300, check=False)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    return json.loads(lines[-1]) if lines else {}
+def wheel_tops(wheels) -> list:
+    """The top-level names (package folders, dist-info, modules) the wheels install."""
+    import zipfile
+
+    tops = []
+    for wheel in wheels:
+        try:
+            with zipfile.ZipFile(wheel) as zf:
+                tops += [n.split("/")[0] for n in zf.namelist() if n.split("/")[0]]
+        except (OSError, zipfile.BadZipFile):
+            continue  # pip will say what is wrong with it
+    return [t for t in dict.fromkeys(tops) if ".data" not in t]
+
+
+def installed_files_of(python_exe: str, names, must: bool = False) -> dict:
+    """installed_files() in the target interpreter; {} (or, with must, InstallError) when it
+    cannot say."""
+    try:
+        proc = subprocess.run([python_exe, str(Path(__file__).resolve()), "--files", *names],
+                              capture_output=True, text=True, timeout=300, check=False)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode == 0 and lines:
+            return json.loads(lines[-1])
+    except (OSError, subprocess.SubprocessError, ValueError):
+        pass
+    if must:
+        raise InstallError(f"{python_exe}: could not list the installed files of "
+                           f"{', '.join(names)}: nothing was changed")
+    return {}
 
 
 def check_writable(env: dict) -> None:
@@ -1062,7 +1177,8 @@ def environment_notes(env: dict) -> list:
         missing = " and ".join(n + "/" for n in ("include", "libs") if not emb.get(n))
         notes.append(f"this Python has no {missing} folder (an embedded Python): triton-windows "
                      f"needs them to compile kernels; copy include/ and libs/ from a full CPython "
-                     f"{env.get('python_version')} of the same version next to python.exe")
+                     f"{env.get('python_version')} of the same version into "
+                     f"{env.get('base_prefix') or env.get('prefix')}")
     return notes
 
 
@@ -1114,7 +1230,7 @@ def main(argv=None) -> int:
             print(f"install_sageattention: {exc}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
-        print("install_sageattention: interrupted; nothing was installed unless pip had finished",
+        print("install_sageattention: interrupted; anything already changed was put back",
               file=sys.stderr)
         return 130
     if args.json:
@@ -1175,7 +1291,14 @@ def run(args, result: dict) -> int:
         kept_triton = parse_requirement(result["triton"])[0] if result["triton"] else None
         touched = ["sageattention"] + ([kept_triton] if kept_triton and (triton["install"] or triton["remove"])
                                        else []) + triton["remove"]
-        snapshot = Snapshot(python_exe, touched, env["purelib"])
+        snapshot = Snapshot(python_exe, touched, env["purelib"], new_tops=wheel_tops(files))
+        if triton["remove"] and not triton["install"] and \
+                not (snapshot.before.get(kept_triton) or {}).get("record"):
+            snapshot.close()
+            raise InstallError(f"{kept_triton} has no RECORD of its files, so removing "
+                               f"{', '.join(triton['remove'])} (which owns the same files) could "
+                               f"not be undone: run `pip install --force-reinstall --no-deps "
+                               f"\"{result['triton']}\"` first, then the installer again")
         try:
             if triton["remove"]:
                 # triton and triton-windows own the same files: remove the other one first, then
@@ -1190,6 +1313,9 @@ def run(args, result: dict) -> int:
         except InstallError as exc:
             state = snapshot.rollback()
             raise InstallError(f"{exc}; the environment was put back as it was ({state})") from exc
+        except BaseException:  # Ctrl-C (or anything else) in the middle: undo, then stop
+            snapshot.rollback()
+            raise
         finally:
             snapshot.close()
     result["installed"] = True

@@ -143,6 +143,8 @@ def test_better_published_wheel():
     assert not older["ok"] and seed in older["detail"] and "install_sageattention.py" in older["fix"]
     newer = doctor.better_wheel_check(SEED_ENV, manifest, None, "2.3.0+cu129torch2.8.0")
     assert newer["ok"] and "newer" in newer["detail"]  # never advise a downgrade
+    other = doctor.better_wheel_check(SEED_ENV, manifest, None, "2.3.0+cu128torch2.9.1")
+    assert not other["ok"] and seed in other["detail"]  # another build variant: name the fit
     none = doctor.better_wheel_check(env(torch="2.9.1+cu130"), manifest, None, "2.2.0.post1")
     assert none["ok"] and "no published wheel fits" in none["detail"]
     unread = doctor.better_wheel_check(SEED_ENV, None, "cannot connect", None)

@@ -643,25 +643,43 @@ def test_a_broken_server_is_one_line(fake_env, reply):
         srv.close()
 
 
-def test_a_trickling_manifest_server_is_given_up(monkeypatch):
+def test_a_trickling_server_hits_the_deadline():
+    """A real server that sends one byte every 0.1 s: read_body gives up at its deadline (read1
+    returns what has arrived, so the deadline is checked between bytes)."""
+    import socket as socket_mod
+    import time as time_mod
+
     from sagewheels import matching
 
     rule = matching._rule
+    srv = socket_mod.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
 
-    class Slow:
-        def __enter__(self):
-            return self
+    def serve():
+        try:
+            conn, _ = srv.accept()
+        except OSError:
+            return
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+            try:
+                for _ in range(600):
+                    conn.sendall(b" ")
+                    time_mod.sleep(0.1)
+            except OSError:
+                return
 
-        def __exit__(self, *exc):
-            return False
-
-        def read(self, n):
-            return b" "
-
-    monkeypatch.setattr(rule, "_open_url", lambda url, timeout: Slow())
-    monkeypatch.setattr(rule, "MIN_RATE", 10 ** 12)
-    with pytest.raises(rule.InstallError, match="slower than"):
-        rule.read_body("http://127.0.0.1:9/manifest.json", 1 << 20, timeout=0)
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}/manifest.json"
+    start = time_mod.monotonic()
+    try:
+        with pytest.raises(rule.InstallError, match="too slow"):
+            rule.read_body(url, 1 << 20, timeout=1, budget=1)
+    finally:
+        srv.close()
+    assert time_mod.monotonic() - start < 15
 
 
 @pytest.mark.parametrize("args, words", [
@@ -723,3 +741,48 @@ def test_write_check_is_a_real_try(tmp_path):
     assert rule.can_write(str(tmp_path))
     assert not rule.can_write(str(tmp_path / "missing"))
     assert not list(tmp_path.iterdir())  # the probe file is gone again
+
+
+def test_an_interrupt_during_the_install_is_rolled_back(tmp_path, fake_env, monkeypatch):
+    """Ctrl-C after the conflicting Triton was removed: it comes back, nothing is left over."""
+    from sagewheels import matching
+
+    rule = matching._rule
+    python, site = fake_env
+    shutil.rmtree(next(site.glob("triton-3.5.0.dist-info")))
+    _triton_with_file(site, "triton", "3.5.0", "VERSION = 'kept'\n")
+    dist_info(site, "triton-windows", "3.5.0.post21", ["triton/__init__.py,,"])
+    folder = release(tmp_path / "rel")
+    real = rule.run_pip
+
+    def interrupted(python_exe, args, what):
+        if args[0] == "install":
+            raise KeyboardInterrupt
+        return real(python_exe, args, what)
+
+    monkeypatch.setattr(rule, "run_pip", interrupted)
+    args = rule.parse_args(["--manifest", str(folder), "--python-exe", str(python), "--yes",
+                            "--no-self-test", "--json"])
+    with pytest.raises(KeyboardInterrupt):
+        rule.run(args, {"wheel": None, "triton": None, "why": [], "installed": False})
+    got = installed(python)
+    assert got.get("triton-windows") == "3.5.0.post21" and "sageattention" not in got, got
+    assert (site / "triton" / "__init__.py").read_text() == "VERSION = 'kept'\n"
+    assert not list(site.glob(".sageattention-backup-*"))
+
+
+def test_a_json_number_too_long_for_int_is_one_line(tmp_path, fake_env):
+    python, _ = fake_env
+    path = tmp_path / "manifest.json"
+    path.write_text('{"schema_version": 1, "wheels": [{"size": ' + "9" * 5000 + "}]}")
+    proc = install("--manifest", path, "--dry-run", python=python)
+    assert proc.returncode == 2 and "not a JSON manifest" in one_line_error(proc)
+
+
+def test_long_urls_are_kept():
+    """The cap on overlong fields is for numbers only: a presigned URL can be long."""
+    from sagewheels import matching
+
+    rule = matching._rule
+    url = "https://example.invalid/w.whl?" + "x" * 2000
+    assert rule.text_of(url) == url and rule.number_text(url) == ""
