@@ -662,21 +662,48 @@ SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
 def _is_url(text: str) -> bool:
-    return urllib.parse.urlsplit(text).scheme in ("http", "https", "file")
+    try:
+        return urllib.parse.urlsplit(text).scheme in ("http", "https", "file")
+    except ValueError as exc:  # "Invalid IPv6 URL", ...
+        raise InstallError(f"{text!r}: not a URL urllib can read ({one_line(exc)})", code=2) from exc
 
 
 # What a broken server or connection raises while urllib reads: one line each, never a traceback.
 NET_ERRORS = (OSError, http.client.HTTPException, ValueError)
 
 
-def _open_url(url: str, timeout: float):
+def _open_url(url: str, timeout: float, limit_s: float | None = None):
+    """urlopen, with a deadline for the whole answer up to the body (limit_s, default twice the
+    per-read timeout): a server that trickles its headers cannot hold the installer either."""
+    import threading
+
+    box = {}
+
+    def opener():
+        try:
+            box["resp"] = _urlopen(url, timeout)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=opener, daemon=True)
+    worker.start()
+    worker.join(limit_s if limit_s is not None else 2 * timeout + 1)
+    if worker.is_alive():
+        raise InstallError(f"{url}: no answer within {limit_s or 2 * timeout + 1:.0f} s: try again "
+                           "later, or download the files and pass --manifest FOLDER")
+    if "error" in box:
+        raise box["error"]
+    return box["resp"]
+
+
+def _urlopen(url: str, timeout: float):
     request = urllib.request.Request(url, headers={"User-Agent": "install_sageattention"})
     try:
         # urllib honours HTTP(S)_PROXY / NO_PROXY (and the Windows proxy settings).
         return urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
-        raise InstallError(f"{url}: the server answered {exc.code} {exc.reason}: check the address "
-                           "(--manifest) or try again later") from exc
+        raise InstallError(f"{url}: the server answered {exc.code} {one_line(exc.reason)}: check "
+                           "the address (--manifest) or try again later") from exc
     except (urllib.error.URLError, *NET_ERRORS) as exc:
         reason = getattr(exc, "reason", exc)
         scheme = urllib.parse.urlsplit(url).scheme
@@ -732,11 +759,16 @@ def load_manifest(source: str | None, timeout: float = NET_TIMEOUT_S) -> tuple:
     if _is_url(source) and not source.startswith("file:"):
         raw = read_body(source, MAX_MANIFEST_BYTES + 1, timeout)
     else:
-        path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(source).path)
-                    if source.startswith("file:") else source)
-        if path.is_dir():
-            path = path / "manifest.json"
-        if not path.is_file():
+        try:
+            path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(source).path)
+                        if source.startswith("file:") else source)
+            if path.is_dir():
+                path = path / "manifest.json"
+            found = path.is_file()
+        except (OSError, ValueError) as exc:  # no permission, a name too long, ...
+            raise InstallError(f"--manifest {source}: cannot look at it ({one_line(exc)})",
+                               code=2) from exc
+        if not found:
             raise InstallError(f"--manifest {source}: no such file (give manifest.json, the folder "
                                "holding it, or its URL)", code=2)
         folder = path.parent
@@ -974,10 +1006,13 @@ class Snapshot:
     def __init__(self, python_exe: str, names: list, where: str, new_tops=()):
         self.python_exe, self.names = python_exe, list(dict.fromkeys(names))
         self.before = installed_files_of(python_exe, self.names, must=True)
-        # Top-level entries the new wheels write that do not exist yet: a rollback removes them
-        # (pip's uninstall cannot know files it wrote part-way before failing).
+        # Files the new wheels write that do not exist yet, and top-level entries that do not:
+        # a rollback removes them (pip's uninstall cannot know what it wrote part-way).
         self.where = where
-        self.new_tops = [t for t in dict.fromkeys(new_tops) if not os.path.lexists(os.path.join(where, t))]
+        tops, wheel_files = new_tops if isinstance(new_tops, tuple) else (list(new_tops), [])
+        self.new_files = [f for f in wheel_files if not os.path.lexists(os.path.join(where, f))]
+        self.new_tops = [t for t in dict.fromkeys(tops) if not os.path.lexists(os.path.join(where, t))]
+        self.keep_backup = False
         self.kept = []  # (name, path, kept copy or None, link target or None)
         self.folder = None
         try:
@@ -1037,7 +1072,21 @@ class Snapshot:
         return failed
 
     def rollback(self) -> str:
-        """Uninstall what the install left, put the old files back; the versions now there."""
+        """Uninstall what the install left, put the old files back; the versions now there.
+        Ctrl-C is ignored meanwhile: a rollback cut short would leave neither state."""
+        import signal
+
+        try:
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except (ValueError, OSError):  # not the main thread: nothing to shield
+            previous = None
+        try:
+            return self._rollback()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+    def _rollback(self) -> str:
         for name in self.names:
             try:
                 run_pip(self.python_exe, ["uninstall", "-y", name], f"rolling back {name}")
@@ -1052,31 +1101,61 @@ class Snapshot:
                     _force_remove(target)
                 except OSError:
                     pass
+        for rel in self.new_files:
+            target = os.path.join(self.where, rel)
+            if os.path.lexists(target) and not os.path.isdir(target):
+                try:
+                    _force_remove(target)
+                except OSError:
+                    pass
+        self._remove_pip_leftovers()
         failed = self.restore()
         now = installed_files_of(self.python_exe, self.names)
         state = ", ".join(f"{n} {now[n]['version']}" if n in now else f"no {n}" for n in self.names)
         if failed:
-            state += f"; {len(failed)} file(s) could not be put back, first {failed[0]}"
+            self.keep_backup = True  # the only copy of what could not be put back
+            state += (f"; {len(failed)} file(s) could not be put back (first {failed[0]}): their "
+                      f"originals are kept in {self.folder}; close programs using this Python "
+                      "and reinstall those packages with pip install --force-reinstall --no-deps")
         return state
 
+    def _remove_pip_leftovers(self) -> None:
+        """pip renames what it uninstalls to '~' + name[1:] until it is done: an interrupted pip
+        leaves those entries, and every later pip run warns about them."""
+        stems = {n.replace("-", "_").lower()[1:] for n in self.names}
+        try:
+            entries = os.listdir(self.where)
+        except OSError:
+            return
+        for entry in entries:
+            rest = entry[1:].replace("-", "_").lower()
+            if entry.startswith("~") and any(rest == st or rest.startswith((st + "_", st + "."))
+                                             for st in stems):
+                target = os.path.join(self.where, entry)
+                if os.path.isdir(target) and not os.path.islink(target):
+                    shutil.rmtree(target, onerror=_rmtree_onerror)
+
     def close(self) -> None:
-        if self.folder is not None:
+        if self.folder is not None and not self.keep_backup:
             shutil.rmtree(self.folder, onerror=_rmtree_onerror)
             self.folder = None
 
 
-def wheel_tops(wheels) -> list:
-    """The top-level names (package folders, dist-info, modules) the wheels install."""
+def wheel_tops(wheels) -> tuple:
+    """(top-level names, file paths) the wheels install into site-packages."""
     import zipfile
 
-    tops = []
+    tops, files = [], []
     for wheel in wheels:
         try:
             with zipfile.ZipFile(wheel) as zf:
-                tops += [n.split("/")[0] for n in zf.namelist() if n.split("/")[0]]
+                names = [n for n in zf.namelist() if n and not n.endswith("/")]
         except (OSError, zipfile.BadZipFile):
             continue  # pip will say what is wrong with it
-    return [t for t in dict.fromkeys(tops) if ".data" not in t]
+        names = [n for n in names if not n.split("/")[0].endswith(".data")]  # pip moves those
+        tops += [n.split("/")[0] for n in names]
+        files += names
+    return list(dict.fromkeys(tops)), files
 
 
 def installed_files_of(python_exe: str, names, must: bool = False) -> dict:
@@ -1230,8 +1309,12 @@ def main(argv=None) -> int:
             print(f"install_sageattention: {exc}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
-        print("install_sageattention: interrupted; anything already changed was put back",
-              file=sys.stderr)
+        if result.get("installed"):
+            print(f"install_sageattention: interrupted after installing {result.get('wheel')}: "
+                  "run `python -m sageattention doctor` to check it", file=sys.stderr)
+        else:
+            print("install_sageattention: interrupted; anything already changed was put back",
+                  file=sys.stderr)
         return 130
     if args.json:
         print(json.dumps(result))

@@ -95,13 +95,13 @@ def fake_env(tmp_path, pip_dir):
     return python, site
 
 
-def fake_triton_wheel(folder: Path, name: str, version: str) -> Path:
-    """A Triton wheel for the offline folder (pure, so it installs anywhere)."""
+def fake_triton_wheel(folder: Path, name: str, version: str, extra=None) -> Path:
+    """A Triton wheel for the offline folder (pure, so it installs anywhere); extra: more files."""
     import zipfile
 
     dist = f"{name.replace('-', '_')}-{version}.dist-info"
     path = folder / f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
-    files = {f"{name.replace('-', '_')}_fake/__init__.py": b"", f"{dist}/METADATA":
+    files = {f"{name.replace('-', '_')}_fake/__init__.py": b"", **(extra or {}), f"{dist}/METADATA":
              f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
              f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
     files[f"{dist}/RECORD"] = ("".join(f"{n},,\n" for n in files) + f"{dist}/RECORD,,\n").encode()
@@ -592,7 +592,7 @@ def test_a_pip_run_failing_after_one_package_is_rolled_back(tmp_path, fake_env):
     shutil.rmtree(next(site.glob("triton-3.5.0.dist-info")))
     _triton_with_file(site, "triton", "3.4.0", "VERSION = 'old'\n")  # torch 2.9 pins 3.5
     folder = release(tmp_path / "rel")
-    fake_triton_wheel(folder, "triton", "3.5.1")
+    fake_triton_wheel(folder, "triton", "3.5.1", extra={"triton/language/new.py": b"NEW = 1\n"})
     (site / "sageattention" / "_build_info.py").mkdir(parents=True)  # pip cannot write this file
     proc = install("--manifest", folder, "--no-self-test", python=python)
     line = one_line_error(proc)
@@ -600,7 +600,11 @@ def test_a_pip_run_failing_after_one_package_is_rolled_back(tmp_path, fake_env):
     got = installed(python)
     assert got["triton"] == "3.4.0" and "sageattention" not in got, got
     assert (site / "triton" / "__init__.py").read_text() == "VERSION = 'old'\n"
+    # what pip wrote of the new Triton inside the existing folder is gone again
+    assert not (site / "triton" / "language" / "new.py").exists()
+    assert not (site / "triton_fake").exists()
     assert not list(site.glob(".sageattention-backup-*"))  # the kept files are cleaned up
+    assert not list(site.glob("~*"))  # nor pip's renamed leftovers
 
 
 def _raw_server(reply: bytes):
@@ -786,3 +790,46 @@ def test_long_urls_are_kept():
     rule = matching._rule
     url = "https://example.invalid/w.whl?" + "x" * 2000
     assert rule.text_of(url) == url and rule.number_text(url) == ""
+
+
+def test_odd_manifest_paths_and_urls_are_one_line(tmp_path):
+    for arg in ("http://[::1/manifest.json", str(tmp_path / ("x" * 300) / "manifest.json")):
+        proc = install("--manifest", arg, "--dry-run", "--platform", "linux", "--python", "cp312",
+                       "--torch", TORCH, "--gpu-arch", "8.9")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_a_server_that_trickles_its_headers_is_given_up():
+    import socket as socket_mod
+    import time as time_mod
+
+    from sagewheels import matching
+
+    rule = matching._rule
+    srv = socket_mod.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+
+    def serve():
+        try:
+            conn, _ = srv.accept()
+        except OSError:
+            return
+        with conn:
+            conn.recv(65536)
+            try:
+                for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 600:
+                    conn.sendall(bytes([byte]))
+                    time_mod.sleep(0.1)
+            except OSError:
+                return
+
+    threading.Thread(target=serve, daemon=True).start()
+    start = time_mod.monotonic()
+    try:
+        with pytest.raises(rule.InstallError, match="no answer within"):
+            rule._open_url(f"http://127.0.0.1:{srv.getsockname()[1]}/m.json", 1, limit_s=2)
+    finally:
+        srv.close()
+    assert time_mod.monotonic() - start < 10
