@@ -7,8 +7,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 try:
     from sagewheels.check import main
 except ModuleNotFoundError as exc:  # run by a Python without the tools' packages
-    sys.exit(f"{Path(__file__).name}: the Python package {exc.name!r} is missing: run it with the "
-             "project's .venv/bin/python (make venv), or pip install -e '.[build]'")
+    from sagewheels.entry import missing_package
+
+    sys.exit(missing_package(exc, __file__))
 
 if __name__ == "__main__":
     sys.exit(main())

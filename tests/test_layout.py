@@ -2,6 +2,7 @@
 circles between the library's modules, every front end only forwards to its module, and the
 command lines people and workflows use keep working."""
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
 PACKAGE = SCRIPTS / "sagewheels"
+sys.path.insert(0, str(SCRIPTS))
 # Front end -> the module that implements it.
 FRONT_ENDS = {"matrix.py": "matrix", "build_wheel.py": "build", "check_wheel.py": "check",
               "fatbin.py": "fatbin", "tools.py": "tools", "validate_wheel.py": "validate",
@@ -89,3 +91,31 @@ def test_front_ends_without_their_packages_say_so_in_one_line(script):
         pytest.skip(f"{script} needs nothing beyond the standard library")
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "is missing: run it with the project's .venv/bin/python" in lines[0]
+
+
+def _bare_python():
+    """A Python that lacks the tools' packages (the system one here), or None."""
+    import shutil
+
+    for exe in ("/usr/bin/python3", shutil.which("python3")):
+        if exe and subprocess.run([exe, "-c", "import ruamel.yaml"], capture_output=True,
+                                  check=False).returncode:
+            return exe
+    return None
+
+
+def test_a_bare_python_runs_the_front_end_in_the_projects_venv():
+    """`python3 scripts/matrix.py check` from a system Python: run again by .venv's Python."""
+    from sagewheels import entry
+
+    exe = _bare_python()
+    if exe is None or entry.project_python() is None:
+        pytest.skip("needs the project's .venv and a Python without ruamel.yaml")
+    env = {k: v for k, v in os.environ.items() if k != entry.REEXEC_MARK}
+    proc = subprocess.run([exe, str(SCRIPTS / "matrix.py"), "check"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, check=False, env=env)
+    assert proc.returncode == 0 and "no problems" in proc.stdout, proc.stderr
+    # the child is marked: a .venv that lacks the package too ends in the one line, no loop
+    proc = subprocess.run([exe, str(SCRIPTS / "matrix.py"), "check"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, check=False, env={**env, entry.REEXEC_MARK: "1"})
+    assert proc.returncode == 2 and "is missing" in proc.stderr
