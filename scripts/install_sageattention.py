@@ -727,29 +727,40 @@ def body_cut_short(resp) -> bool:
     return isinstance(left, int) and left > 0
 
 
-def read_body(url: str, limit: int, timeout: float, budget: float = 60.0) -> bytes:
-    """At most `limit` bytes of url's body, within `timeout` per read and `timeout + budget`
-    for the whole (a server that trickles cannot hold the installer forever)."""
-    deadline = time.monotonic() + timeout + budget
-    chunks, size = [], 0
+def stream_body(url: str, timeout: float, total_s: float):
+    """The body of url in chunks as they arrive: `timeout` per read, `total_s` for the whole (a
+    server that trickles cannot hold the installer forever); every failure an InstallError."""
+    deadline = time.monotonic() + total_s
+    done = 0
     with _open_url(url, timeout) as resp:
-        while size < limit:
+        while True:
             if time.monotonic() > deadline:
-                raise InstallError(f"{url}: too slow (still sending after {timeout + budget:.0f} s): "
-                                   "try again later, or download it and pass --manifest FILE")
+                raise InstallError(f"{url}: too slow (slower than needed to finish within "
+                                   f"{total_s:.0f} s; {done} bytes so far): try again later, or "
+                                   "download it by hand and pass --manifest FILE or FOLDER")
             try:
-                chunk = read_chunk(resp, min(1 << 16, limit - size))
+                chunk = read_chunk(resp, 1 << 16)
             except NET_ERRORS as exc:
-                raise InstallError(f"{url}: the transfer broke off ({type(exc).__name__}: "
-                                   f"{one_line(exc)}): try again") from exc
+                raise InstallError(f"{url}: the transfer broke off after {done} bytes "
+                                   f"({type(exc).__name__}: {one_line(exc)}): try again") from exc
             if not chunk:
                 if body_cut_short(resp):
-                    raise InstallError(f"{url}: the transfer broke off ({resp.length} bytes "
-                                       "missing): try again")
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    return b"".join(chunks)
+                    raise InstallError(f"{url}: the transfer broke off after {done} bytes "
+                                       f"({resp.length} missing): try again")
+                return
+            done += len(chunk)
+            yield chunk
+
+
+def read_body(url: str, limit: int, timeout: float, budget: float = 60.0) -> bytes:
+    """At most about `limit` bytes of url's body, within `timeout + budget` seconds."""
+    chunks, size = [], 0
+    for chunk in stream_body(url, timeout, timeout + budget):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)[:limit]
 
 
 def load_manifest(source: str | None, timeout: float = NET_TIMEOUT_S) -> tuple:
@@ -865,26 +876,10 @@ def fetch_wheel(entry: dict, folder: Path | None, dest: Path, quiet: bool = Fals
                                f"no http(s) url ({url!r}): put the wheel next to manifest.json")
         origin = url
         bar = Progress(name, size, quiet)
-        # A server that trickles must not hold the install forever: the whole download gets
-        # NET_TIMEOUT_S plus what MIN_RATE needs for the manifest's size.
-        deadline = time.monotonic() + NET_TIMEOUT_S + size / MIN_RATE
-        with _open_url(url, NET_TIMEOUT_S) as resp, target.open("wb") as out:
+        # The whole download gets NET_TIMEOUT_S plus what MIN_RATE needs for the wheel's size.
+        with target.open("wb") as out:
             done = 0
-            while True:
-                if time.monotonic() > deadline:
-                    raise InstallError(f"{url}: slower than {MIN_RATE // 1000} kB/s ({done} of "
-                                       f"{size} bytes): try again later, or download it by hand "
-                                       "and pass --manifest FOLDER")
-                try:
-                    chunk = read_chunk(resp, 1 << 16)
-                except NET_ERRORS as exc:
-                    raise InstallError(f"{url}: the download broke off after {done} bytes "
-                                       f"({one_line(exc)}): run the installer again") from exc
-                if not chunk:
-                    if body_cut_short(resp):
-                        raise InstallError(f"{url}: the download broke off after {done} bytes: run "
-                                           "the installer again")
-                    break
+            for chunk in stream_body(url, NET_TIMEOUT_S, NET_TIMEOUT_S + size / MIN_RATE):
                 done += len(chunk)
                 if done > size:
                     raise InstallError(f"{url}: larger than the {size} bytes the manifest gives: "
