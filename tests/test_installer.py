@@ -607,13 +607,16 @@ def test_a_pip_run_failing_after_one_package_is_rolled_back(tmp_path, fake_env):
     assert not list(site.glob("~*"))  # nor pip's renamed leftovers
 
 
-def _raw_server(reply: bytes):
-    """A TCP server on 127.0.0.1 that answers every connection with `reply` and closes."""
+def _raw_server(reply: bytes, trickle_from=None, delay: float = 0.1):
+    """A TCP server on 127.0.0.1 that answers every connection with `reply` and closes; from
+    byte `trickle_from` on, one byte per `delay` seconds."""
     import socket as socket_mod
+    import time as time_mod
 
     srv = socket_mod.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(8)
+    cut = len(reply) if trickle_from is None else trickle_from
 
     def serve():
         while True:
@@ -622,8 +625,14 @@ def _raw_server(reply: bytes):
             except OSError:
                 return
             with conn:
-                conn.recv(65536)
-                conn.sendall(reply)
+                try:
+                    conn.recv(65536)
+                    conn.sendall(reply[:cut])
+                    for byte in reply[cut:]:
+                        conn.sendall(bytes([byte]))
+                        time_mod.sleep(delay)
+                except OSError:
+                    continue
 
     threading.Thread(target=serve, daemon=True).start()
     return srv, f"http://127.0.0.1:{srv.getsockname()[1]}/manifest.json"
@@ -650,33 +659,13 @@ def test_a_broken_server_is_one_line(fake_env, reply):
 def test_a_trickling_server_hits_the_deadline():
     """A real server that sends one byte every 0.1 s: read_body gives up at its deadline (read1
     returns what has arrived, so the deadline is checked between bytes)."""
-    import socket as socket_mod
     import time as time_mod
 
     from sagewheels import matching
 
     rule = matching._rule
-    srv = socket_mod.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(4)
-
-    def serve():
-        try:
-            conn, _ = srv.accept()
-        except OSError:
-            return
-        with conn:
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
-            try:
-                for _ in range(600):
-                    conn.sendall(b" ")
-                    time_mod.sleep(0.1)
-            except OSError:
-                return
-
-    threading.Thread(target=serve, daemon=True).start()
-    url = f"http://127.0.0.1:{srv.getsockname()[1]}/manifest.json"
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
+    srv, url = _raw_server(head + b" " * 600, trickle_from=len(head))
     start = time_mod.monotonic()
     try:
         with pytest.raises(rule.InstallError, match="too slow"):
@@ -801,35 +790,16 @@ def test_odd_manifest_paths_and_urls_are_one_line(tmp_path):
 
 
 def test_a_server_that_trickles_its_headers_is_given_up():
-    import socket as socket_mod
     import time as time_mod
 
     from sagewheels import matching
 
     rule = matching._rule
-    srv = socket_mod.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(4)
-
-    def serve():
-        try:
-            conn, _ = srv.accept()
-        except OSError:
-            return
-        with conn:
-            conn.recv(65536)
-            try:
-                for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 600:
-                    conn.sendall(bytes([byte]))
-                    time_mod.sleep(0.1)
-            except OSError:
-                return
-
-    threading.Thread(target=serve, daemon=True).start()
+    srv, url = _raw_server(b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 600, trickle_from=0)
     start = time_mod.monotonic()
     try:
         with pytest.raises(rule.InstallError, match="no answer within"):
-            rule._open_url(f"http://127.0.0.1:{srv.getsockname()[1]}/m.json", 1, limit_s=2)
+            rule._open_url(url, 1, limit_s=2)
     finally:
         srv.close()
     assert time_mod.monotonic() - start < 10
