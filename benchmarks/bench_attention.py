@@ -2,8 +2,9 @@
 
 B=4, H=32, fp16, D in {64, 128}, N in {1024, 4096, 16384}, causal and full; median of up to 40
 runs with the L2 flushed before each (benchmarks/timing.py). SDPA's flash and cuDNN backends
-run in the same process. With SAGEATTN_ORIGINAL_SRC set, the original SageAttention's Triton
-path runs too (benchmarks/original.py). Writes JSON under benchmarks/results/ and prints a
+run in the same process. With SAGEATTN_ORIGINAL_SRC set (a built checkout of the original
+SageAttention), its Triton path and its compiled public calls run too, in the same process and
+on the same inputs (benchmarks/original.py; "original ..." columns). Writes JSON under benchmarks/results/ and prints a
 markdown table (the one in README.md).
 """
 from __future__ import annotations
@@ -43,16 +44,19 @@ def candidates():
         "fp16_cuda fp16+fp32": lambda q, k, v, c: sa.sageattn_qk_int8_pv_fp16_cuda(
             q, k, v, is_causal=c, pv_accum_dtype="fp16+fp32"),
         "fp8_cuda": lambda q, k, v, c: sa.sageattn_qk_int8_pv_fp8_cuda(q, k, v, is_causal=c),
+        "fp8_cuda fp32+fp32": lambda q, k, v, c: sa.sageattn_qk_int8_pv_fp8_cuda(
+            q, k, v, is_causal=c, pv_accum_dtype="fp32+fp32"),
         "fp8_cuda_sm90": lambda q, k, v, c: sa.sageattn_qk_int8_pv_fp8_cuda_sm90(
             q, k, v, is_causal=c),
         "SDPA flash": sdpa(SDPBackend.FLASH_ATTENTION),
         "SDPA cuDNN": sdpa(SDPBackend.CUDNN_ATTENTION),
     }
-    from original import original_fp16_triton
+    from original import original_compiled, original_fp16_triton
 
     orig = original_fp16_triton()
     if orig is not None:
         fns["original fp16_triton"] = lambda q, k, v, c: orig(q, k, v, is_causal=c)
+    fns.update(original_compiled())
     return fns
 
 

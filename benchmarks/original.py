@@ -43,3 +43,45 @@ def original_fp16_triton():
         return o
 
     return run
+
+
+def original_package():
+    """The original's built package (its compiled modules next to its Python files), imported
+    under the name ``sageattention_original`` so that it sits beside ours in one process; None
+    when SAGEATTN_ORIGINAL_SRC is unset. Its ops live in the torch namespace "sageattention"
+    under names ours never registers (ours: ``sageattention::attention`` and
+    ``sageattention_C``)."""
+    import sys
+
+    src = os.environ.get("SAGEATTN_ORIGINAL_SRC")
+    if not src:
+        return None
+    pkg = Path(src) / "sageattention"
+    name = "sageattention_original"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, pkg / "__init__.py",
+                                                  submodule_search_locations=[str(pkg)])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def original_compiled():
+    """The original's public calls, named as bench_attention.py names ours ("original " +
+    name); empty when SAGEATTN_ORIGINAL_SRC is unset. Each is (q, k, v, is_causal) -> o."""
+    pkg = original_package()
+    if pkg is None:
+        return {}
+    return {
+        "original sageattn": lambda q, k, v, c: pkg.sageattn(q, k, v, is_causal=c),
+        "original fp16_cuda": lambda q, k, v, c: pkg.sageattn_qk_int8_pv_fp16_cuda(
+            q, k, v, is_causal=c, pv_accum_dtype="fp32"),
+        "original fp16_cuda fp16+fp32": lambda q, k, v, c: pkg.sageattn_qk_int8_pv_fp16_cuda(
+            q, k, v, is_causal=c, pv_accum_dtype="fp16+fp32"),
+        "original fp8_cuda": lambda q, k, v, c: pkg.sageattn_qk_int8_pv_fp8_cuda(
+            q, k, v, is_causal=c, pv_accum_dtype="fp32+fp16"),
+        "original fp8_cuda fp32+fp32": lambda q, k, v, c: pkg.sageattn_qk_int8_pv_fp8_cuda(
+            q, k, v, is_causal=c, pv_accum_dtype="fp32+fp32"),
+    }

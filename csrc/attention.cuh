@@ -104,42 +104,73 @@ __device__ __forceinline__ void add_f16_acc(float (&o)[4], const uint32_t (&acc)
   o[3] += hi.y;
 }
 
+// Tile loads. Every thread copies a fixed set of 16-byte chunks, chunk tid + 128 * it of the
+// tile, so that after the unrolled loop the shared and global offsets of copy `it` are the
+// first copy's plus constants: a handful of address instructions per tile instead of a loop
+// with a division, a modulo and a 64-bit multiply per chunk (ncu: that loop was a quarter of
+// the kernel's instructions, docs/perf-notes.md row 24).
 template <int D_PAD, int PV>
-__device__ __forceinline__ void load_k_tile(const AttnParams& p, int8_t* smem, int64_t bhk,
+__device__ __forceinline__ void load_k_tile(const AttnParams& p, uint32_t smem, int64_t bhk,
                                             int tile) {
   using L = SmemLayout<D_PAD, PV>;
-  constexpr int chunks_per_row = D_PAD / 16;
-  const int8_t* src = p.k8 + (bhk * p.nk_pad + static_cast<int64_t>(tile) * kCtaK) * D_PAD;
-  for (int i = threadIdx.x; i < kCtaK * chunks_per_row; i += kWarps * 32) {
-    const int row = i / chunks_per_row, c = i % chunks_per_row;
-    ptx::cp_async_16(smem + row * L::k_stride + c * 16, src + row * D_PAD + c * 16, 16);
-  }
+  constexpr int kCpr = D_PAD / 16;                    // chunks per key row
+  constexpr int kIters = kCtaK * kCpr / (kWarps * 32);
+  constexpr int kRowStep = kWarps * 32 / kCpr;        // rows between two copies of a thread
+  static_assert(kCtaK * kCpr % (kWarps * 32) == 0, "K tile chunks must split evenly");
+  const int tid = threadIdx.x;
+  // q8 / k8 rows are contiguous D_PAD bytes, so chunk i of the tile is at byte 16 * i.
+  const int8_t* src = p.k8 + (bhk * p.nk_pad + static_cast<int64_t>(tile) * kCtaK) * D_PAD + tid * 16;
+  const uint32_t dst = smem + (tid / kCpr) * L::k_stride + (tid % kCpr) * 16;
+#pragma unroll
+  for (int it = 0; it < kIters; ++it)
+    ptx::cp_async_16_full(dst + it * kRowStep * L::k_stride, src + it * kWarps * 32 * 16);
 }
 
 template <int D_PAD, int PV, typename VT>
-__device__ __forceinline__ void load_v_tile(const AttnParams& p, int8_t* smem, int64_t b,
+__device__ __forceinline__ void load_v_tile(const AttnParams& p, uint32_t smem, int64_t b,
                                             int64_t hk, int tile) {
   using L = SmemLayout<D_PAD, PV>;
+  const int tid = threadIdx.x;
   if constexpr (is_fp8(PV)) {
-    // v8 is padded to nk_pad keys and D_PAD channels: every chunk is in bounds.
+    // v8 [.., D_PAD, nk_pad] is padded to nk_pad keys and D_PAD channels: every chunk is in
+    // bounds. Rows are channels, 4 chunks of 16 keys each.
+    constexpr int kCpr = kCtaK / 16;
+    constexpr int kIters = D_PAD * kCpr / (kWarps * 32);
+    constexpr int kRowStep = kWarps * 32 / kCpr;
     const uint8_t* src = static_cast<const uint8_t*>(p.v) +
-                         (b * p.Hkv + hk) * static_cast<int64_t>(D_PAD) * p.nk_pad +
-                         static_cast<int64_t>(tile) * kCtaK;
-    for (int i = threadIdx.x; i < D_PAD * (kCtaK / 16); i += kWarps * 32) {
-      const int row = i / (kCtaK / 16), c = i % (kCtaK / 16);
-      ptx::cp_async_16(smem + row * L::v_stride + c * 16,
-                       src + static_cast<int64_t>(row) * p.nk_pad + c * 16, 16);
-    }
+                         ((b * p.Hkv + hk) * D_PAD + tid / kCpr) * static_cast<int64_t>(p.nk_pad) +
+                         static_cast<int64_t>(tile) * kCtaK + (tid % kCpr) * 16;
+    const int64_t step = static_cast<int64_t>(kRowStep) * p.nk_pad;
+    const uint32_t dst = smem + (tid / kCpr) * L::v_stride + (tid % kCpr) * 16;
+#pragma unroll
+    for (int it = 0; it < kIters; ++it)
+      ptx::cp_async_16_full(dst + it * kRowStep * L::v_stride, src + it * step);
   } else {
-    // V as the user gave it: keys past Nk and channels past D are zero-filled.
-    constexpr int chunks_per_row = D_PAD / 8;
-    const VT* base = static_cast<const VT*>(p.v) + b * p.v_sb + hk * p.v_sh;
-    for (int i = threadIdx.x; i < kCtaK * chunks_per_row; i += kWarps * 32) {
-      const int row = i / chunks_per_row, c = i % chunks_per_row;
-      const int key = tile * kCtaK + row;
-      const bool ok = key < p.Nk && c * 8 < p.D;
-      const VT* src = ok ? base + static_cast<int64_t>(key) * p.v_sn + c * 8 : base;
-      ptx::cp_async_16(smem + row * L::v_stride + c * 16, src, ok ? 16 : 0);
+    // V as the user gave it: rows are keys (stride v_sn), 8 channels per chunk. Keys past Nk
+    // and channels past D are zero-filled; a full tile of a head dim that needs no padding
+    // (the common case) copies without predicates.
+    constexpr int kCpr = D_PAD / 8;
+    constexpr int kIters = kCtaK * kCpr / (kWarps * 32);
+    constexpr int kRowStep = kWarps * 32 / kCpr;
+    const int row0 = tid / kCpr, c = tid % kCpr;
+    const int key0 = tile * kCtaK + row0;
+    const VT* src = static_cast<const VT*>(p.v) + b * p.v_sb + hk * p.v_sh +
+                    static_cast<int64_t>(key0) * p.v_sn + c * 8;
+    const int64_t step = static_cast<int64_t>(kRowStep) * p.v_sn;
+    const uint32_t dst = smem + row0 * L::v_stride + c * 16;
+    if ((tile + 1) * kCtaK <= p.Nk && p.D == D_PAD) {
+#pragma unroll
+      for (int it = 0; it < kIters; ++it)
+        ptx::cp_async_16_full(dst + it * kRowStep * L::v_stride, src + it * step);
+    } else {
+      const bool channel_ok = c * 8 < p.D;
+#pragma unroll
+      for (int it = 0; it < kIters; ++it) {
+        const bool ok = channel_ok && key0 + it * kRowStep < p.Nk;
+        // An out-of-bounds chunk copies nothing from a valid address (the tile's base).
+        ptx::cp_async_16_zfill(dst + it * kRowStep * L::v_stride,
+                               ok ? static_cast<const void*>(src + it * step) : p.v, ok ? 16 : 0);
+      }
     }
   }
 }
@@ -167,6 +198,14 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
   extern __shared__ __align__(16) int8_t smem[];
   int8_t* k_smem = smem;
   int8_t* v_smem = smem + 2 * L::k_tile;
+  const uint32_t k_smem_u32 = ptx::smem_addr(k_smem), v_smem_u32 = ptx::smem_addr(v_smem);
+  // Each lane's ldmatrix row address in stage 0 of the K and V tiles; every fragment read adds
+  // a compile-time offset (and the stage's), so no per-tile address arithmetic.
+  const int mat = threadIdx.x % 32 / 8;
+  const uint32_t k_lane = k_smem_u32 + (8 * (mat / 2) + threadIdx.x % 8) * L::k_stride + (mat % 2) * 16;
+  const uint32_t v_lane =
+      is_fp8(PV) ? v_smem_u32 + (8 * (mat / 2) + threadIdx.x % 8) * L::v_stride + (mat % 2) * 16
+                 : v_smem_u32 + ((mat % 2) * 8 + threadIdx.x % 8) * L::v_stride + (mat / 2) * 16;
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int g = lane / 4, t = lane % 4;
@@ -212,9 +251,9 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
     n_tiles = min(n_tiles, last_row / kCtaK + 1);
   }
 
-  load_k_tile<D_PAD, PV>(p, k_smem, bhk, 0);
+  load_k_tile<D_PAD, PV>(p, k_smem_u32, bhk, 0);
   ptx::cp_async_commit();
-  load_v_tile<D_PAD, PV, VT>(p, v_smem, b, hk, 0);
+  load_v_tile<D_PAD, PV, VT>(p, v_smem_u32, b, hk, 0);
   ptx::cp_async_commit();
 
   for (int tile = 0; tile < n_tiles; ++tile) {
@@ -222,7 +261,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
     const bool has_next = tile + 1 < n_tiles;
     ptx::cp_async_wait<1>();  // this tile's K has landed (its V may still be in flight)
     __syncthreads();
-    if (has_next) load_k_tile<D_PAD, PV>(p, k_smem + (stage ^ 1) * L::k_tile, bhk, tile + 1);
+    if (has_next) load_k_tile<D_PAD, PV>(p, k_smem_u32 + (stage ^ 1) * L::k_tile, bhk, tile + 1);
     ptx::cp_async_commit();
 
     // S = Q8 · K8ᵀ (int32), 8 tiles of 8 keys; each K fragment feeds all MT row tiles.
@@ -232,15 +271,13 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
 #pragma unroll
       for (int j = 0; j < 8; ++j) acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0;
     {
-      const int8_t* ks = k_smem + stage * L::k_tile;
+      const uint32_t ks = k_lane + stage * L::k_tile;
 #pragma unroll
       for (int kc = 0; kc < KC; ++kc) {
-        const int mat = lane / 8;
 #pragma unroll
         for (int j = 0; j < 8; j += 2) {
           uint32_t bf[4];
-          ptx::ldmatrix_x4(bf, ks + (8 * (j + mat / 2) + lane % 8) * L::k_stride + kc * 32 +
-                                   (mat % 2) * 16);
+          ptx::ldmatrix_x4(bf, ks + 8 * j * L::k_stride + kc * 32);
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt) {
             ptx::mma_s8(acc[mt][j], qf[mt][kc], bf[0], bf[1]);
@@ -373,9 +410,9 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
     if (has_next) ptx::cp_async_wait<1>();  // this tile's V has landed
     else ptx::cp_async_wait<0>();
     __syncthreads();
-    if (has_next) load_v_tile<D_PAD, PV, VT>(p, v_smem + (stage ^ 1) * L::v_tile, b, hk, tile + 1);
+    if (has_next) load_v_tile<D_PAD, PV, VT>(p, v_smem_u32 + (stage ^ 1) * L::v_tile, b, hk, tile + 1);
     ptx::cp_async_commit();
-    const int8_t* vs = v_smem + stage * L::v_tile;
+    const uint32_t vs = v_lane + stage * L::v_tile;
 
     // O += P · V. The loop runs over pairs of n8 output tiles outside and the key steps inside,
     // so the modes that accumulate one key tile separately (fp16 accumulators, two-level FP8)
@@ -393,9 +430,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
 #pragma unroll
         for (int kk = 0; kk < 4; ++kk) {
           uint32_t bf[4];
-          const int mat = lane / 8;
-          ptx::ldmatrix_x4_trans(
-              bf, vs + (16 * kk + (mat % 2) * 8 + lane % 8) * L::v_stride + (n + mat / 2) * 16);
+          ptx::ldmatrix_x4_trans(bf, vs + 16 * kk * L::v_stride + n * 16);
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt) {
             // Score tiles 2kk and 2kk+1 are the k16 A fragment.
@@ -438,9 +473,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
 #pragma unroll
         for (int ks = 0; ks < 2; ++ks) {
           uint32_t bf[4];
-          const int mat = lane / 8;
-          ptx::ldmatrix_x4(bf, vs + (8 * (n + mat / 2) + lane % 8) * L::v_stride + 32 * ks +
-                                   (mat % 2) * 16);
+          ptx::ldmatrix_x4(bf, vs + 8 * n * L::v_stride + 32 * ks);
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt) {
             const uint32_t a[4] = {pa[mt][4 * ks], pa[mt][4 * ks + 1], pa[mt][4 * ks + 2],
