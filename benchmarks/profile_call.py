@@ -1,16 +1,23 @@
 """Where the time of one public call goes: per-kernel GPU time and host-side launch time.
 
-Usage: python benchmarks/profile_call.py [--n 1024] [--d 64] [--causal]
+Usage: python benchmarks/profile_call.py [--n 1024] [--d 64] [--causal] [--only NAME ...]
+With SAGEATTN_ORIGINAL_SRC set (benchmarks/original.py), the original's compiled public calls
+are profiled too, on the same inputs ("original ..." names).
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 import sageattention as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from original import original_compiled
 
 FNS = {
     "sageattn": lambda q, k, v, c: sa.sageattn(q, k, v, is_causal=c),
@@ -25,10 +32,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1024)
     ap.add_argument("--d", type=int, default=64)
     ap.add_argument("--causal", action="store_true")
-    ap.add_argument("--only", nargs="+", choices=sorted(FNS), help="profile only these calls")
+    fns = {**FNS, **original_compiled()}
+    ap.add_argument("--only", nargs="+", choices=sorted(fns), help="profile only these calls")
     args = ap.parse_args()
     q, k, v = (torch.randn(4, 32, args.n, args.d, dtype=torch.float16, device="cuda") for _ in range(3))
-    for name, fn in FNS.items():
+    for name, fn in fns.items():
         if args.only and name not in args.only:
             continue
         for _ in range(3):

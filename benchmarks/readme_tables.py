@@ -5,6 +5,10 @@ Usage: python benchmarks/readme_tables.py [--gpu "NVIDIA H100 80GB HBM3"] [--ben
 
 --bench-only --marker bench-h200 --gpu "NVIDIA H200" renders only the speed table of that GPU
 between <!-- bench-h200:start/end --> (a GPU whose accuracy table is not in the README).
+--file PATH renders that JSON instead of the newest one, --columns NAME ... only those columns
+(in that order), e.g. the side-by-side table of the mma.sync kernels:
+  --bench-only --marker bench-mma-h200 --file benchmarks/results/bench-mma-sync-ab-NVIDIA_H200-2026-12-01.json
+  --columns "v3 fp16_cuda" "original fp16_cuda" "ratio fp16_cuda" ...
 """
 from __future__ import annotations
 
@@ -24,11 +28,16 @@ def newest(prefix: str, gpu: str) -> dict:
     return json.loads(files[-1].read_text())
 
 
-def bench_table(data: dict) -> str:
-    names = list(data["rows"][0]["tops"])
+def bench_table(data: dict, columns=None) -> str:
+    names = list(columns or data["rows"][0]["tops"])
+    missing = [n for n in names if n not in data["rows"][0]["tops"]]
+    if missing:
+        raise SystemExit(f"--columns: {missing} not in the JSON; it has {list(data['rows'][0]['tops'])}")
     lines = ["| D, mask, N | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for r in data["rows"]:
-        cells = ["-" if r["tops"][n] is None else f"{r['tops'][n]:.0f}" for n in names]
+        cells = ["-" if r["tops"][n] is None else
+                 (f"{r['tops'][n]:.2f}" if n.startswith("ratio") else f"{r['tops'][n]:.0f}")
+                 for n in names]
         lines.append(f"| {r['D']} {'causal' if r['causal'] else 'full'} {r['N']} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -59,10 +68,19 @@ def main() -> None:
     ap.add_argument("--gpu", default="NVIDIA H100 80GB HBM3")
     ap.add_argument("--marker", default="bench", help="the README markers of the speed table")
     ap.add_argument("--bench-only", action="store_true", help="leave the accuracy table alone")
+    ap.add_argument("--file", type=Path, help="this benchmark JSON instead of the newest")
+    ap.add_argument("--columns", nargs="+", metavar="NAME", help="only these columns, in order")
     args = ap.parse_args()
     readme = ROOT / "README.md"
     text = readme.read_text()
-    text = splice(text, args.marker, bench_table(newest("bench", args.gpu)))
+    if args.file:
+        try:
+            data = json.loads(args.file.read_text())
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"--file {args.file}: cannot read a benchmark JSON ({exc})") from None
+    else:
+        data = newest("bench", args.gpu)
+    text = splice(text, args.marker, bench_table(data, args.columns))
     if not args.bench_only:
         text = splice(text, "accuracy", accuracy_table(newest("accuracy", args.gpu)))
     readme.write_text(text)

@@ -83,6 +83,18 @@ struct AttnParams {
   bool out_bf16;
 };
 
+// Where Q's INT8 fragments live during the key loop: in registers (32 per thread at D=128,
+// 16 at D=64), or in shared memory, read with one ldmatrix per k32 step and m16 tile, which
+// frees those registers for the accumulators (docs/perf-notes.md rows 21 and 26).
+#ifndef SAGE_Q_SMEM_64
+#define SAGE_Q_SMEM_64 1
+#endif
+#ifndef SAGE_Q_SMEM_128
+#define SAGE_Q_SMEM_128 1
+#endif
+template <int D_PAD>
+constexpr bool kQInSmem = D_PAD == 64 ? SAGE_Q_SMEM_64 : SAGE_Q_SMEM_128;
+
 template <int D_PAD, int PV>
 struct SmemLayout {
   static constexpr int k_stride = D_PAD + 16;  // bytes; +16 keeps ldmatrix rows conflict-free
@@ -90,7 +102,9 @@ struct SmemLayout {
   // FP16: [key][channel] halves, +8 halves per row; FP8: [channel][key] bytes, +16 per row.
   static constexpr int v_stride = is_fp8(PV) ? kCtaK + 16 : (D_PAD + 8) * 2;
   static constexpr int v_tile = is_fp8(PV) ? D_PAD * v_stride : kCtaK * v_stride;
-  static constexpr int bytes = 2 * (k_tile + v_tile);
+  // Q's block tile (rows as K's), after the two K and two V stages, when kQInSmem.
+  static constexpr int q_tile = kQInSmem<D_PAD> ? kCtaQ<D_PAD> * k_stride : 0;
+  static constexpr int bytes = 2 * (k_tile + v_tile) + q_tile;
 };
 
 // Adds an fp16 accumulator (the C fragment of an m16n8 MMA: two __half2) to the fp32 output
@@ -195,6 +209,8 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
   constexpr int KC = D_PAD / 32;      // k32 steps of Q·Kᵀ
   constexpr int NT = D_PAD / 8;       // n8 tiles of the output
   constexpr int CTA_Q = kCtaQ<D_PAD>;
+  // 16-bit P: row sums on the tensor cores (each thread then holds whole-row sums).
+  constexpr bool kRowSumMma = !is_fp8(PV);
   extern __shared__ __align__(16) int8_t smem[];
   int8_t* k_smem = smem;
   int8_t* v_smem = smem + 2 * L::k_tile;
@@ -215,9 +231,26 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
   const int64_t bh = b * p.Hq + h, bhk = b * p.Hkv + hk;
   const int q0 = q_block * CTA_Q + warp * 16 * MT;  // first row of this warp
 
-  // Q fragments stay in registers for the whole key loop.
-  uint32_t qf[MT][KC][4];
-  {
+  // Q fragments stay in registers for the whole key loop, or in shared memory (kQInSmem).
+  constexpr bool kQSmem = kQInSmem<D_PAD>;
+  uint32_t qf[kQSmem ? 1 : MT][KC][4];
+  const uint32_t q_smem_u32 = ptx::smem_addr(smem + 2 * (L::k_tile + L::v_tile));
+  // Lane address of its ldmatrix row in this warp's first m16 tile (see ptx.cuh: matrices
+  // rows 0-7 / 8-15 x bytes 0-15 / 16-31 are a0..a3 of the s8 A fragment).
+  const uint32_t q_lane = q_smem_u32 + (warp * 16 * MT + (lane / 8) % 2 * 8 + lane % 8) * L::k_stride +
+                          lane / 16 * 16;
+  if constexpr (kQSmem) {
+    // The block's Q rows are contiguous: chunk i of the tile is byte 16 * i.
+    constexpr int kCpr = D_PAD / 16;
+    constexpr int kIters = CTA_Q * kCpr / (kWarps * 32);
+    const int tid = threadIdx.x;
+    const int8_t* src = p.q8 + (bh * p.nq_pad + q_block * CTA_Q) * D_PAD + tid * 16;
+    const uint32_t dst = q_smem_u32 + (tid / kCpr) * L::k_stride + (tid % kCpr) * 16;
+#pragma unroll
+    for (int it = 0; it < kIters; ++it)
+      ptx::cp_async_16_full(dst + it * (kWarps * 32 / kCpr) * L::k_stride,
+                            src + it * kWarps * 32 * 16);
+  } else {
     const int8_t* q = p.q8 + (bh * p.nq_pad + q0) * D_PAD;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
@@ -234,7 +267,9 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
   const float q_scale =
       p.per_thread ? p.q_scale[bh * (p.nq_pad / 32 * 8) + (q0 / 32) * 8 + g]
                    : p.q_scale[bh * (p.nq_pad / 32) + q0 / 32];
-  const float* k_scale = p.k_scale + bhk * (p.nk_pad / kCtaK) * (p.per_thread ? 4 : 1);
+  const int k_scale_step = p.per_thread ? 4 : 1;  // scales per key tile
+  const float* k_scale = p.k_scale + bhk * (p.nk_pad / kCtaK) * k_scale_step + (p.per_thread ? t : 0);
+  float k_scale_cur = k_scale[0];
 
   float o[MT][NT][4];
 #pragma unroll
@@ -256,7 +291,12 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
   load_v_tile<D_PAD, PV, VT>(p, v_smem_u32, b, hk, 0);
   ptx::cp_async_commit();
 
-  for (int tile = 0; tile < n_tiles; ++tile) {
+  // One key tile; kMasked (a compile-time constant) selects the copy that masks keys past Nk
+  // and, causally, keys after the row. The loop below runs the unmasked copy for the tiles
+  // that need no mask in any row of the block, then the masked one: the hot loop has no
+  // masking branches, predicates or selects (docs/perf-notes.md row 25).
+  auto step = [&](const int tile, auto masked_c) {
+    constexpr bool kMasked = decltype(masked_c)::value;
     const int stage = tile & 1;
     const bool has_next = tile + 1 < n_tiles;
     ptx::cp_async_wait<1>();  // this tile's K has landed (its V may still be in flight)
@@ -274,14 +314,20 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
       const uint32_t ks = k_lane + stage * L::k_tile;
 #pragma unroll
       for (int kc = 0; kc < KC; ++kc) {
+        uint32_t qs[kQSmem ? MT : 1][4];  // this k32 step's Q fragments (kQSmem)
+        if constexpr (kQSmem) {
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) ptx::ldmatrix_x4(qs[mt], q_lane + 16 * mt * L::k_stride + kc * 32);
+        }
 #pragma unroll
         for (int j = 0; j < 8; j += 2) {
           uint32_t bf[4];
           ptx::ldmatrix_x4(bf, ks + 8 * j * L::k_stride + kc * 32);
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt) {
-            ptx::mma_s8(acc[mt][j], qf[mt][kc], bf[0], bf[1]);
-            ptx::mma_s8(acc[mt][j + 1], qf[mt][kc], bf[2], bf[3]);
+            const uint32_t(&a)[4] = kQSmem ? qs[kQSmem ? mt : 0] : qf[kQSmem ? 0 : mt][kc];
+            ptx::mma_s8(acc[mt][j], a, bf[0], bf[1]);
+            ptx::mma_s8(acc[mt][j + 1], a, bf[2], bf[3]);
           }
         }
       }
@@ -289,7 +335,10 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
     // The score is acc * sc. The scale's sign is that of sm_scale (K's scales are positive), the
     // same for the whole call: for a negative one acc and sc are negated, so that the row max
     // can be taken on the integers (full-rate integer max instead of a float max per score).
-    float sc = q_scale * (p.per_thread ? k_scale[tile * 4 + t] : k_scale[tile]);
+    float sc = q_scale * k_scale_cur;
+    // The next tile's K scale is loaded now and used a tile later (a load issued right
+    // before its use stalled every tile on the memory latency: ncu long-scoreboard stalls).
+    if (has_next) k_scale_cur = k_scale[(tile + 1) * k_scale_step];
     if (sc < 0.f) {
       sc = -sc;
 #pragma unroll
@@ -301,8 +350,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
     }
     // Mask keys past Nk and, causally, keys after the row (INT_MIN never wins the max).
     const int key0 = tile * kCtaK;
-    const bool masked_tile = key0 + kCtaK > p.Nk || (CAUSAL && key0 + kCtaK - 1 > q0);
-    if (masked_tile) {
+    if constexpr (kMasked) {
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -347,7 +395,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
       const float offset[2] = {-12582912.f * sc - m_use[0], -12582912.f * sc - m_use[1]};
       // Two copies of the loop so that the integer scores die as the probabilities appear
       // (a separate masking pass would keep both alive: spills at D=128).
-      if (masked_tile) {
+      if constexpr (kMasked) {
 #pragma unroll
         for (int j = 0; j < 8; ++j)
 #pragma unroll
@@ -365,16 +413,18 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
             s[mt][j][e] = ptx::fast_exp2(fmaf(__uint_as_float(biased), sc, offset[e >> 1]));
           }
       }
+      if constexpr (!kRowSumMma) {
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        float sum[8];
+        for (int r = 0; r < 2; ++r) {
+          float sum[8];
 #pragma unroll
-        for (int j = 0; j < 8; ++j) sum[j] = s[mt][j][2 * r] + s[mt][j][2 * r + 1];
+          for (int j = 0; j < 8; ++j) sum[j] = s[mt][j][2 * r] + s[mt][j][2 * r + 1];
 #pragma unroll
-        for (int w = 4; w > 0; w /= 2)
+          for (int w = 4; w > 0; w /= 2)
 #pragma unroll
-          for (int j = 0; j < w; ++j) sum[j] += sum[j + w];
-        l[mt][r] = l[mt][r] * alpha[r] + sum[0];
+            for (int j = 0; j < w; ++j) sum[j] += sum[j + w];
+          l[mt][r] = l[mt][r] * alpha[r] + sum[0];
+        }
       }
       if constexpr (is_fp8(PV)) {
         // e4m3 A fragment of k32 step ks: a0 row g keys (tile 4ks: 2t, 2t+1; tile 4ks+1: 2t,
@@ -394,6 +444,20 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
           pa[mt][2 * j] = ptx::pack2<VT>(s[mt][j][0], s[mt][j][1]);
           pa[mt][2 * j + 1] = ptx::pack2<VT>(s[mt][j][2], s[mt][j][3]);
         }
+        // Row sums of the packed P on the tensor cores: P · ones puts the sum of row g (of
+        // g + 8) over the tile's 64 keys into c0 and c1 (c2 and c3) of every thread of the row,
+        // 4 MMAs instead of ~60 dependent adds and the final cross-thread reduction; it sums
+        // the rounded P that the P·V MMA multiplies, so numerator and denominator agree.
+        float rs[4] = {0.f, 0.f, 0.f, 0.f};
+        const uint32_t ones = ptx::pack2<VT>(1.f, 1.f);
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) {
+          const uint32_t a[4] = {pa[mt][4 * kk], pa[mt][4 * kk + 1], pa[mt][4 * kk + 2],
+                                 pa[mt][4 * kk + 3]};
+          ptx::mma_16bit_f32<VT>(rs, a, ones, ones);
+        }
+        l[mt][0] = l[mt][0] * alpha[0] + rs[0];
+        l[mt][1] = l[mt][1] * alpha[1] + rs[2];
       }
       // Once the running max settles (most tiles of a long row) no row of the warp moves.
       if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
@@ -506,7 +570,15 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
       }
 #endif
     }
-  }
+  };
+  // Tiles that need no mask in any row of the block: all keys below Nk and, causally, every
+  // key at or before the block's first row.
+  int n_unmasked = p.Nk / kCtaK;
+  if (CAUSAL) n_unmasked = min(n_unmasked, (q_block * CTA_Q + 1) / kCtaK);
+  n_unmasked = min(n_unmasked, n_tiles);
+  int tile = 0;
+  for (; tile < n_unmasked; ++tile) step(tile, std::false_type{});
+  for (; tile < n_tiles; ++tile) step(tile, std::true_type{});
 
   // Normalize and store (rows past Nq and channels past D are padding).
 #pragma unroll
@@ -514,8 +586,10 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       float lr = l[mt][r];
-      lr += __shfl_xor_sync(0xffffffffu, lr, 1);
-      lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+      if constexpr (!kRowSumMma) {  // partial sums of the thread's columns
+        lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+        lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+      }
       // No visible key: zeros. A NaN sum (a NaN scale: non-finite input) stays NaN.
       const float inv = lr == 0.f ? 0.f : 1.f / lr;
       const int row = q0 + 16 * mt + g + 8 * r;
