@@ -1,71 +1,24 @@
 """ComfyUI's use of sageattn (comfy/ldm/modules/attention.py, shared/FACTS.md): its import-time
 probe decides whether masked calls reach us, and its call pattern must give SDPA's result.
 
-The function below follows the client's steps (written here from the documented behaviour, not
-copied): [B, N, H*D] inputs viewed as NHD (or HND tensors with skip_reshape), a 2-D/3-D mask
-expanded to [B, 1, Nq, Nk], sm_scale from its `scale` keyword, smooth_k=False, and PyTorch
-attention whenever the probe says no or sageattn raises. The tests fail if that fallback ran:
-through the fallback, a broken kernel would look accurate.
+sageattention.testing.ComfyLikeAttention follows the client's steps (written from the
+documented behaviour, not copied; benchmarks/bench_clients.py times the same model): [B, N, H*D]
+inputs viewed as NHD (or HND tensors with skip_reshape), a 2-D/3-D mask expanded to
+[B, 1, Nq, Nk], sm_scale from its `scale` keyword, smooth_k=False, and PyTorch attention whenever
+the probe says no or sageattn raises. The tests fail if that fallback ran: through the fallback,
+a broken kernel would look accurate.
 """
-import inspect
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 import sageattention as sa
 from sageattention import reference
+from sageattention.testing import ComfyLikeAttention, probe_supports_mask
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 pytestmark = pytest.mark.gpu if HAS_CUDA else pytest.mark.interpret
-
-
-def probe_supports_mask(fn) -> bool:
-    """What ComfyUI computes once at import."""
-    return "attn_mask" in inspect.signature(fn).parameters
-
-
-class ComfyLikeAttention:
-    def __init__(self, fn):
-        self.fn = fn
-        self.supports_mask = probe_supports_mask(fn)
-        self.fallbacks = []
-
-    def __call__(self, q, k, v, heads, mask=None, skip_reshape=False, scale=None):
-        if skip_reshape:
-            b, _, _, dim_head = q.shape
-            layout = "HND"
-        else:
-            b, _, inner = q.shape
-            dim_head = inner // heads
-            q, k, v = (t.view(b, -1, heads, dim_head) for t in (q, k, v))
-            layout = "NHD"
-        if mask is not None:
-            if mask.ndim == 2:
-                mask = mask.unsqueeze(0)
-            if mask.ndim == 3:
-                mask = mask.unsqueeze(1)
-        if mask is not None and not self.supports_mask:
-            self.fallbacks.append("mask not supported")
-            return self._pytorch(q, k, v, layout, mask, scale, b, heads, dim_head)
-        kwargs = {"attn_mask": mask} if mask is not None else {}
-        try:
-            out = self.fn(q, k, v, is_causal=False, tensor_layout=layout, sm_scale=scale,
-                          smooth_k=False, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - the client logs any error and runs PyTorch
-            self.fallbacks.append(repr(exc))
-            return self._pytorch(q, k, v, layout, mask, scale, b, heads, dim_head)
-        if layout == "HND":
-            return out.transpose(1, 2).reshape(b, -1, heads * dim_head)
-        return out.reshape(b, -1, heads * dim_head)
-
-    @staticmethod
-    def _pytorch(q, k, v, layout, mask, scale, b, heads, dim_head):
-        if layout == "NHD":
-            q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-        return out.transpose(1, 2).reshape(b, -1, heads * dim_head)
 
 
 def test_the_probe_sees_our_mask_support():

@@ -1,0 +1,60 @@
+"""benchmarks/bench_clients.py without a GPU: the shape table, its arguments, its refusal."""
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+bench = importlib.import_module("bench_clients")
+
+
+def test_the_client_shapes_of_the_issues_are_there():
+    s = bench.BY_NAME
+    assert (s["wan14b-self"].B, s["wan14b-self"].H, s["wan14b-self"].Nq, s["wan14b-self"].D) == (1, 40, 32760, 128)
+    assert (s["flux"].H, s["flux"].Nq, s["flux"].dtype) == (24, 4608, "bfloat16")
+    assert s["flux-mask-bool"].mask == "bool" and s["flux-mask-additive"].mask == "additive"
+    # Context-parallel shards: Ulysses splits heads, ring splits the sequence and needs the LSE.
+    assert s["wan14b-ulysses2"].H == 20 and s["wan14b-ulysses2"].Nq == 32760
+    assert s["wan14b-ring4"].Nq == 32760 // 4 and s["wan14b-ring4"].lse
+    assert all(x.client in ("comfyui", "diffusers") for x in bench.SHAPES)
+
+
+@pytest.mark.parametrize("kind", ["bool", "additive"])
+def test_key_padding_mask_keeps_the_valid_keys(kind):
+    shape = bench.Shape("t", 1, 2, 5, 7, 64, mask=kind, valid_keys=4)
+    m = bench.key_padding_mask(shape, "cpu")
+    assert m.shape == (1, 1, 5, 7)
+    keep = m if kind == "bool" else m == 0
+    assert keep[..., :4].all() and not keep[..., 4:].any()
+    if kind == "additive":
+        assert torch.isneginf(m[..., 4:]).all()
+
+
+def run(*args):
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_clients.py"), *args],
+                          check=False, capture_output=True, text=True, timeout=120)
+
+
+def test_list_prints_every_shape():
+    res = run("--list")
+    assert res.returncode == 0, res.stderr
+    assert len(res.stdout.splitlines()) == len(bench.SHAPES)
+    assert "wan14b-self: B=1 H=40 Nq=32760" in res.stdout
+
+
+def test_unknown_shape_is_one_line_and_exit_2():
+    res = run("--shapes", "nope")
+    assert res.returncode == 2
+    assert "--shapes: unknown ['nope']" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_without_a_gpu_it_says_so():
+    res = run("--shapes", "flux")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        "bench_clients.py needs a CUDA GPU (use --list to see the shapes)"]
