@@ -84,13 +84,16 @@ struct AttnParams {
 };
 
 // Where Q's INT8 fragments live during the key loop: in registers (32 per thread at D=128,
-// 16 at D=64), or in shared memory, read with one ldmatrix per k32 step and m16 tile, which
-// frees those registers for the accumulators (docs/perf-notes.md rows 21 and 26).
+// 16 at D=64; the default), or in shared memory, read with one ldmatrix per k32 step and m16
+// tile, which frees those registers (a measurement option, docs/perf-notes.md rows 21 and 27).
+// Not the default: on the H200 it gained 0-8%, but Q's tile (10-18 KB per block) would cut the
+// blocks per SM on the 100 KB cards these kernels are for (sm86/89/120): FP8 P·V at D=128 from
+// 2 to 1, FP16 P·V at D=64 from 3 to 2.
 #ifndef SAGE_Q_SMEM_64
-#define SAGE_Q_SMEM_64 1
+#define SAGE_Q_SMEM_64 0
 #endif
 #ifndef SAGE_Q_SMEM_128
-#define SAGE_Q_SMEM_128 1
+#define SAGE_Q_SMEM_128 0
 #endif
 template <int D_PAD>
 constexpr bool kQInSmem = D_PAD == 64 ? SAGE_Q_SMEM_64 : SAGE_Q_SMEM_128;
