@@ -8,19 +8,25 @@ GPUs (Ulysses: all tokens, H / world heads; ring: N / world queries against one 
 block, with return_lse=True as diffusers' sage backend asks).
 
 Every shape runs: ours (`sageattn`), the original SageAttention's `sageattn` when
-SAGEATTN_ORIGINAL_SRC points at a built checkout (benchmarks/original.py; it ignores masks, so
-its masked rows show the accuracy of what it returns), the client's PyTorch path (SDPA with the
-same mask), and, for masked shapes, our unmasked call for the masked-vs-unmasked cost. Each
-result has the median time (benchmarks/timing.py: L2 flushed, CUDA events) and the cosine
-similarity to SDPA in fp32 on the same inputs. A candidate whose call fell back to PyTorch
-(the client's behaviour on an error) is reported as failed, not timed.
-Writes benchmarks/results/bench-clients-<gpu>-<date>.json.
+SAGEATTN_ORIGINAL_SRC points at a built checkout (benchmarks/original.py), the client's PyTorch
+path (SDPA with the same mask), and, for masked shapes, our unmasked call (the masked-vs-unmasked
+cost) and the original called directly with the mask, which it ignores (ComfyUI itself routes a
+masked call to PyTorch when sageattn has no attn_mask parameter, as the original's has not: that
+row says so under "client_fallback" and is not timed). The original's sageattn drops smooth_k
+(it only has **kwargs), so it runs with K smoothing where ComfyUI asks ours for none.
+Each result has the median time (benchmarks/timing.py: L2 flushed, CUDA events), the cosine
+similarity to SDPA in fp32 on the same inputs (memory-efficient backend) and, where the call
+returns it, the largest LSE error against an fp32 log-sum-exp. A candidate that raises is
+reported under "failed", not timed. The JSON (benchmarks/results/bench-clients-<gpu>-<date>
+[-TAG].json) is rewritten after every shape, so a crash keeps the rows before it.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
 import json
+import math
+import os
 import sys
 import warnings
 from dataclasses import asdict, dataclass
@@ -28,6 +34,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -97,6 +104,12 @@ def candidates(shape: Shape, ours, orig):
         if shape.mask:
             model = ComfyLikeAttention(ours)
             fns["ours unmasked"] = (model, lambda q, k, v, m, model=model: model(q, k, v, H))
+            if orig is not None:
+                def orig_direct(q, k, v, m):
+                    qh, kh, vh = (t.view(shape.B, -1, H, D) for t in (q, k, v))
+                    out = orig(qh, kh, vh, tensor_layout="NHD", is_causal=False, attn_mask=m)
+                    return out.reshape(shape.B, -1, H * D)
+                fns["original direct (mask ignored)"] = (None, orig_direct)
         fns["sdpa"] = (None, lambda q, k, v, m: ComfyLikeAttention.pytorch(
             *(t.view(shape.B, -1, H, D) for t in (q, k, v)), "NHD", m, None, shape.B, H, D))
         return fns
@@ -106,8 +119,9 @@ def candidates(shape: Shape, ours, orig):
             qh, kh, vh = (t.view(shape.B, -1, H, D) for t in (q, k, v))
             res = fn(q=qh, k=kh, v=vh, tensor_layout="NHD", is_causal=False, sm_scale=None,
                      return_lse=shape.lse)
-            out = res[0] if shape.lse else res
-            return out.reshape(shape.B, -1, H * D)
+            if shape.lse:  # (out [B, N, H, D], lse [B, H, N])
+                return res[0].reshape(shape.B, -1, H * D), res[1]
+            return res.reshape(shape.B, -1, H * D)
         return run
 
     for name, fn in (("ours", ours), ("original", orig)):
@@ -118,9 +132,32 @@ def candidates(shape: Shape, ours, orig):
     return fns
 
 
-def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+def cosine(a: torch.Tensor, b: torch.Tensor):
+    """Cosine similarity, None when it is not a finite number (JSON has no NaN)."""
     a, b = a.double().flatten(), b.double().flatten()
-    return float(torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-300))
+    c = float(torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-300))
+    return round(c, 5) if math.isfinite(c) else None
+
+
+def sdpa_fp32_reference(q, k, v, mask, shape: Shape):
+    """SDPA in fp32 on the same inputs, on the memory-efficient backend (the math backend would
+    materialise [H, N, N] scores: 171 GB at the Wan shape): the accuracy reference, since exact
+    fp64 attention is too large here."""
+    H, D = shape.H, shape.D
+    qh, kh, vh = (t.float().view(shape.B, -1, H, D).transpose(1, 2) for t in (q, k, v))
+    with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]):
+        out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask)
+    return out.transpose(1, 2).reshape(shape.B, -1, H * D)
+
+
+def lse_fp32_reference(q, k, shape: Shape) -> torch.Tensor:
+    """[B, H, Nq] natural-log LSE of the scaled scores in fp32, one head at a time."""
+    H, D = shape.H, shape.D
+    qh, kh = (t.float().view(shape.B, -1, H, D).transpose(1, 2) for t in (q, k))
+    out = torch.empty(shape.B, H, shape.Nq, device=q.device)
+    for h in range(H):
+        out[:, h] = torch.logsumexp(qh[:, h] @ kh[:, h].transpose(-1, -2) * D ** -0.5, dim=-1)
+    return out
 
 
 def run_shape(shape: Shape, ours, orig) -> dict:
@@ -131,29 +168,38 @@ def run_shape(shape: Shape, ours, orig) -> dict:
     k, v = (torch.randn(shape.B, shape.Nk, shape.H * shape.D, device=dev, dtype=dtype, generator=g)
             for _ in range(2))
     mask = key_padding_mask(shape, dev) if shape.mask else None
-    ref_mask = mask.float() if mask is not None and mask.dtype != torch.bool else mask
-    ref = sdpa_fp32_reference(q, k, v, ref_mask, shape)
-    row = {"shape": asdict(shape), "ms": {}, "cosine_vs_sdpa_fp32": {}, "failed": {}}
+    row = {"shape": asdict(shape), "ms": {}, "cosine_vs_sdpa_fp32": {}, "lse_max_abs_err": {},
+           "client_fallback": {}, "failed": {}}
+    try:
+        ref_mask = mask.float() if mask is not None and mask.dtype != torch.bool else mask
+        ref = sdpa_fp32_reference(q, k, v, ref_mask, shape)
+        ref_lse = lse_fp32_reference(q, k, shape) if shape.lse else None
+    except Exception as exc:  # noqa: BLE001 - no reference: report the shape as not measured
+        row["failed"]["reference"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        return row
     for name, (model, fn) in candidates(shape, ours, orig).items():
         try:
-            out = fn(q, k, v, mask)
+            res = fn(q, k, v, mask)
             if model is not None and model.fallbacks:
-                raise RuntimeError(f"the client fell back to PyTorch: {model.fallbacks[0][:200]}")
-            row["cosine_vs_sdpa_fp32"][name] = round(cosine(out, ref), 5)
-            row["ms"][name] = round(median_ms(lambda fn=fn: fn(q, k, v, mask)), 4)
+                row["client_fallback"][name] = model.fallbacks[0][:200]
+                continue
+            out, lse = res if isinstance(res, tuple) else (res, None)
+            acc = cosine(out, ref)
+            lse_err = (round(float((lse.float() - ref_lse).abs().max()), 5)
+                       if lse is not None and ref_lse is not None else None)
+            ms = median_ms(lambda fn=fn: fn(q, k, v, mask))
+            if model is not None and model.fallbacks:  # fell back while being timed
+                row["client_fallback"][name] = model.fallbacks[0][:200]
+                continue
+            row["ms"][name] = round(ms, 4)
+            row["cosine_vs_sdpa_fp32"][name] = acc
+            if lse_err is not None:
+                row["lse_max_abs_err"][name] = lse_err
         except Exception as exc:  # noqa: BLE001 - report and go on with the next candidate
             row["failed"][name] = f"{type(exc).__name__}: {str(exc)[:200]}"
-        torch.cuda.empty_cache()
+        finally:
+            torch.cuda.empty_cache()
     return row
-
-
-def sdpa_fp32_reference(q, k, v, mask, shape: Shape):
-    """SDPA in fp32 on the same inputs: the accuracy reference (exact attention is too large
-    in fp64 at these sizes)."""
-    H, D = shape.H, shape.D
-    qh, kh, vh = (t.float().view(shape.B, -1, H, D).transpose(1, 2) for t in (q, k, v))
-    out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask)
-    return out.transpose(1, 2).reshape(shape.B, -1, H * D)
 
 
 def parse_args(argv=None):
@@ -161,7 +207,10 @@ def parse_args(argv=None):
     ap.add_argument("--shapes", nargs="+", metavar="NAME", help="run only these (see --list)")
     ap.add_argument("--list", action="store_true", help="print the shapes and exit")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--tag", help="added to the JSON's name (default: 'subset' with --shapes)")
     args = ap.parse_args(argv)
+    if args.tag is not None and not args.tag.replace("-", "").replace("_", "").isalnum():
+        ap.error(f"--tag: letters, digits, '-' and '_' only, got {args.tag!r}")
     if args.shapes:
         unknown = [n for n in args.shapes if n not in BY_NAME]
         if unknown:
@@ -184,29 +233,41 @@ def main(argv=None) -> int:
         return 2
     warnings.simplefilter("ignore")
     import sageattention as sa
+    from sageattention import dispatch, ops
 
     pkg = original_package()
     orig = pkg.sageattn if pkg is not None else None
-    rows = []
-    for s in shapes:
-        row = run_shape(s, sa.sageattn, orig)
-        rows.append(row)
-        print(f"{s.name}: " + "  ".join(f"{n}={t:.3f} ms (cos {row['cosine_vs_sdpa_fp32'][n]:.4f})"
-                                        for n, t in row["ms"].items())
-              + "".join(f"  {n} FAILED: {e}" for n, e in row["failed"].items()), flush=True)
+    dev = torch.device("cuda")
     meta = {
         "gpu": torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "triton": __import__("triton").__version__,
         "sageattention": sa.__version__,
-        "original": pkg is not None,
+        # Which kernels `sageattn` runs here (Plan.backend "cuda": the compiled mma.sync kernels
+        # where they can run; "triton" otherwise), and why the compiled units did not load.
+        "ours_plan": repr(dispatch.default_plan(dev, 128)),
+        "compiled_extension": ops.load() is not None,
+        "extension_reason": ops._state.reason,
+        "original": os.environ.get("SAGEATTN_ORIGINAL_SRC") if pkg is not None else None,
+        "original_note": "the original's sageattn drops smooth_k (**kwargs) and runs with K "
+                         "smoothing; it has no attn_mask parameter",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "method": "median of 10-40 runs, L2 flushed before each, CUDA events; the clients' "
                   "call patterns (sageattention.testing.ComfyLikeAttention, diffusers' NHD call)",
     }
+    tag = args.tag if args.tag is not None else ("subset" if args.shapes else "")
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"bench-clients-{meta['gpu'].replace(' ', '_')}-{meta['date'][:10]}.json"
-    path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    path = args.out / (f"bench-clients-{meta['gpu'].replace(' ', '_')}-{meta['date'][:10]}"
+                       + (f"-{tag}" if tag else "") + ".json")
+    rows = []
+    for s in shapes:
+        row = run_shape(s, sa.sageattn, orig)
+        rows.append(row)
+        print(f"{s.name}: " + "  ".join(
+            f"{n}={t:.3f} ms (cos {row['cosine_vs_sdpa_fp32'][n]})" for n, t in row["ms"].items())
+              + "".join(f"  {n}: client ran PyTorch" for n in row["client_fallback"])
+              + "".join(f"  {n} FAILED: {e}" for n, e in row["failed"].items()), flush=True)
+        path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(f"wrote {path}")
     return 0
 

@@ -54,6 +54,9 @@ template <int D_PAD>
 constexpr int kMTiles = D_PAD == 64 ? SAGE_M_TILES_64 : SAGE_M_TILES_128;
 template <int D_PAD>
 constexpr int kCtaQ = kWarps * 16 * kMTiles<D_PAD>;
+// q8 is padded to kQPad rows: a block's rows (and its Q tile copy) must stay inside it.
+static_assert(kQPad % kCtaQ<64> == 0 && kQPad % kCtaQ<128> == 0,
+              "a block's query rows must divide the q8 padding (kQPad)");
 constexpr float kFp8PScale = 448.f;  // P in [0, 1] is multiplied by this before e4m3 rounding
 
 // P·V variants (the op's pv_mode argument; sageattention/cuda_forward.py names them).
@@ -153,6 +156,7 @@ __device__ __forceinline__ void load_v_tile(const AttnParams& p, uint32_t smem, 
     // bounds. Rows are channels, 4 chunks of 16 keys each.
     constexpr int kCpr = kCtaK / 16;
     constexpr int kIters = D_PAD * kCpr / (kWarps * 32);
+    static_assert(D_PAD * kCpr % (kWarps * 32) == 0, "V tile chunks must split evenly");
     constexpr int kRowStep = kWarps * 32 / kCpr;
     const uint8_t* src = static_cast<const uint8_t*>(p.v) +
                          ((b * p.Hkv + hk) * D_PAD + tid / kCpr) * static_cast<int64_t>(p.nk_pad) +
@@ -168,6 +172,7 @@ __device__ __forceinline__ void load_v_tile(const AttnParams& p, uint32_t smem, 
     // (the common case) copies without predicates.
     constexpr int kCpr = D_PAD / 8;
     constexpr int kIters = kCtaK * kCpr / (kWarps * 32);
+    static_assert(kCtaK * kCpr % (kWarps * 32) == 0, "V tile chunks must split evenly");
     constexpr int kRowStep = kWarps * 32 / kCpr;
     const int row0 = tid / kCpr, c = tid % kCpr;
     const int key0 = tile * kCtaK + row0;

@@ -58,3 +58,23 @@ def test_without_a_gpu_it_says_so():
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
         "bench_clients.py needs a CUDA GPU (use --list to see the shapes)"]
+
+
+def test_cosine_is_none_when_not_finite():
+    a = torch.ones(4)
+    assert bench.cosine(a, a) == 1.0
+    assert bench.cosine(torch.tensor([1.0, float("nan")]), torch.ones(2)) is None
+
+
+def test_lse_reference_is_the_scaled_log_sum_exp():
+    shape = bench.Shape("t", 1, 2, 5, 7, 8, lse=True)
+    q, k = torch.randn(1, 5, 16), torch.randn(1, 7, 16)
+    got = bench.lse_fp32_reference(q, k, shape)
+    qh, kh = q.view(1, 5, 2, 8).transpose(1, 2), k.view(1, 7, 2, 8).transpose(1, 2)
+    want = torch.logsumexp(qh @ kh.transpose(-1, -2) / 8 ** 0.5, dim=-1)
+    assert got.shape == (1, 2, 5) and torch.allclose(got, want, atol=1e-5)
+
+
+def test_bad_tag_is_one_line_and_exit_2():
+    res = run("--tag", "../x")
+    assert res.returncode == 2 and "--tag:" in res.stderr and "Traceback" not in res.stderr
