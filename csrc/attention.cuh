@@ -101,6 +101,18 @@ struct AttnParams {
 template <int D_PAD>
 constexpr bool kQInSmem = D_PAD == 64 ? SAGE_Q_SMEM_64 : SAGE_Q_SMEM_128;
 
+// V tile buffers: 2 (the next V tile loads while this tile's P·V runs) or 1 (it loads after
+// P·V, overlapping the next tile's Q·Kᵀ and softmax, as K's copy does): a measurement option
+// that cuts 17 KB per block at D=128, so that FP16 P·V fits two blocks per SM on the cards with
+// ~100 KB of shared memory (53 KB per block fits one; docs/perf-notes.md "Where the time goes
+// next"). SAGE_SMEM_CARVEOUT_PCT (a percentage of the maximum) sets the preferred shared-memory
+// carveout, so that an H100/H200 (228 KB) can stand in for such a card's occupancy.
+#ifndef SAGE_V_STAGES
+#define SAGE_V_STAGES 2
+#endif
+static_assert(SAGE_V_STAGES == 1 || SAGE_V_STAGES == 2, "SAGE_V_STAGES must be 1 or 2");
+constexpr int kVStages = SAGE_V_STAGES;
+
 template <int D_PAD, int PV>
 struct SmemLayout {
   static constexpr int k_stride = D_PAD + 16;  // bytes; +16 keeps ldmatrix rows conflict-free
@@ -108,9 +120,10 @@ struct SmemLayout {
   // FP16: [key][channel] halves, +8 halves per row; FP8: [channel][key] bytes, +16 per row.
   static constexpr int v_stride = is_fp8(PV) ? kCtaK + 16 : (D_PAD + 8) * 2;
   static constexpr int v_tile = is_fp8(PV) ? D_PAD * v_stride : kCtaK * v_stride;
-  // Q's block tile (rows as K's), after the two K and two V stages, when kQInSmem.
+  // Q's block tile (rows as K's), after the two K and the V stages, when kQInSmem.
   static constexpr int q_tile = kQInSmem<D_PAD> ? kCtaQ<D_PAD> * k_stride : 0;
-  static constexpr int bytes = 2 * (k_tile + v_tile) + q_tile;
+  static constexpr int q_offset = 2 * k_tile + kVStages * v_tile;
+  static constexpr int bytes = q_offset + q_tile;
 };
 
 // Adds an fp16 accumulator (the C fragment of an m16n8 MMA: two __half2) to the fp32 output
@@ -242,7 +255,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
   // Q fragments stay in registers for the whole key loop, or in shared memory (kQInSmem).
   constexpr bool kQSmem = kQInSmem<D_PAD>;
   uint32_t qf[kQSmem ? 1 : MT][KC][4];
-  const uint32_t q_smem_u32 = ptx::smem_addr(smem + 2 * (L::k_tile + L::v_tile));
+  const uint32_t q_smem_u32 = ptx::smem_addr(smem + L::q_offset);
   // Lane address of its ldmatrix row in this warp's first m16 tile (see ptx.cuh: matrices
   // rows 0-7 / 8-15 x bytes 0-15 / 16-31 are a0..a3 of the s8 A fragment).
   const uint32_t q_lane = q_smem_u32 + (warp * 16 * MT + (lane / 8) % 2 * 8 + lane % 8) * L::k_stride +
@@ -482,9 +495,11 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
     if (has_next) ptx::cp_async_wait<1>();  // this tile's V has landed
     else ptx::cp_async_wait<0>();
     __syncthreads();
-    if (has_next) load_v_tile<D_PAD, PV, VT>(p, v_smem_u32 + (stage ^ 1) * L::v_tile, b, hk, tile + 1);
-    ptx::cp_async_commit();
-    const uint32_t vs = v_lane + stage * L::v_tile;
+    if constexpr (kVStages == 2) {
+      if (has_next) load_v_tile<D_PAD, PV, VT>(p, v_smem_u32 + (stage ^ 1) * L::v_tile, b, hk, tile + 1);
+      ptx::cp_async_commit();
+    }
+    const uint32_t vs = v_lane + (kVStages == 2 ? stage : 0) * L::v_tile;
 
     // O += P · V. The loop runs over pairs of n8 output tiles outside and the key steps inside,
     // so the modes that accumulate one key tile separately (fp16 accumulators, two-level FP8)
@@ -578,6 +593,15 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
       }
 #endif
     }
+    if constexpr (kVStages == 1) {
+      // One V buffer: the next tile's V may overwrite it once every warp's P·V has read it.
+      // (The commit order stays K(t+1), V(t+1) per tile, so the waits above are unchanged.)
+      if (has_next) {
+        __syncthreads();
+        load_v_tile<D_PAD, PV, VT>(p, v_smem_u32, b, hk, tile + 1);
+      }
+      ptx::cp_async_commit();
+    }
   };
   // Tiles that need no mask in any row of the block: all keys below Nk and, causally, every
   // key at or before the block's first row.
@@ -636,6 +660,10 @@ void launch_attention(const AttnParams& p, int B, cudaStream_t stream) {
   if (smem > 48 * 1024) {
     SAGE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   }
+#ifdef SAGE_SMEM_CARVEOUT_PCT
+  SAGE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                       SAGE_SMEM_CARVEOUT_PCT));
+#endif
   dim3 grid((p.Nq + kCtaQ<D_PAD> - 1) / kCtaQ<D_PAD>, p.Hq, B);
   kernel<<<grid, kWarps * 32, smem, stream>>>(p);
   SAGE_LAUNCH_CHECK();
