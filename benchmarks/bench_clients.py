@@ -94,6 +94,11 @@ def candidates(shape: Shape, ours, orig):
     """name -> (client model or None, callable(q, k, v, mask) -> output [B, Nq, H*D]); inputs
     [B, N, H*D]. The model's ``fallbacks`` say whether the client ran PyTorch instead."""
     H, D = shape.H, shape.D
+
+    def sdpa(q, k, v, m):  # the client's PyTorch path, with the shape's mask (if any)
+        return ComfyLikeAttention.pytorch(*(t.view(shape.B, -1, H, D) for t in (q, k, v)), "NHD",
+                                          m, None, shape.B, H, D)
+
     fns = {}
     if shape.client == "comfyui":
         for name, fn in (("ours", ours), ("original", orig)):
@@ -110,8 +115,7 @@ def candidates(shape: Shape, ours, orig):
                     out = orig(qh, kh, vh, tensor_layout="NHD", is_causal=False, attn_mask=m)
                     return out.reshape(shape.B, -1, H * D)
                 fns["original direct (mask ignored)"] = (None, orig_direct)
-        fns["sdpa"] = (None, lambda q, k, v, m: ComfyLikeAttention.pytorch(
-            *(t.view(shape.B, -1, H, D) for t in (q, k, v)), "NHD", m, None, shape.B, H, D))
+        fns["sdpa"] = (None, sdpa)
         return fns
 
     def diffusers_call(fn):
@@ -127,8 +131,7 @@ def candidates(shape: Shape, ours, orig):
     for name, fn in (("ours", ours), ("original", orig)):
         if fn is not None:
             fns[name] = (None, diffusers_call(fn))
-    fns["sdpa"] = (None, lambda q, k, v, m: ComfyLikeAttention.pytorch(
-        *(t.view(shape.B, -1, H, D) for t in (q, k, v)), "NHD", None, None, shape.B, H, D))
+    fns["sdpa"] = (None, sdpa)
     return fns
 
 

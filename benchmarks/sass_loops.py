@@ -21,19 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sass_mma import KERNEL_RE, PV_MODES, cuobjdump
+from sass_mma import cuobjdump, kernel_label
 
 INSTR_RE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);")
 TARGET_RE = re.compile(r"0x([0-9a-f]+)")
-
-
-def kernel_name(function_line: str) -> str | None:
-    m = KERNEL_RE.search(function_line)
-    if not m:
-        return None
-    d, causal, pv, vt = int(m.group(1)), m.group(2) == "1", int(m.group(3)), m.group(4)
-    vtype = re.sub(r"^[0-9]+_*", "", vt)
-    return f"D{d} {'causal' if causal else 'full'} pv{pv} ({PV_MODES.get(pv, '?')}, V {vtype})"
 
 
 def split_functions(sass: str) -> dict:
@@ -41,7 +32,7 @@ def split_functions(sass: str) -> dict:
     out, current = {}, None
     for line in sass.splitlines():
         if "Function :" in line:
-            current = kernel_name(line)
+            current = kernel_label(line)
             if current:
                 out[current] = []
             continue

@@ -44,17 +44,24 @@ def count(library: Path, arch: str, tool: str) -> dict:
     return parse_sass(sass)
 
 
+def kernel_label(function_line: str) -> str | None:
+    """"D128 full pv0 (fp16 P.V, fp32 accum, V half)" for a SASS "Function :" line of an
+    attention kernel instantiation, None for any other function."""
+    m = KERNEL_RE.search(function_line)
+    if not m:
+        return None
+    d, causal, pv, vt = int(m.group(1)), m.group(2) == "1", int(m.group(3)), m.group(4)
+    vtype = re.sub(r"^[0-9]+_*", "", vt)  # Itanium mangling: length, then name
+    return f"D{d} {'causal' if causal else 'full'} pv{pv} ({PV_MODES.get(pv, '?')}, V {vtype})"
+
+
 def parse_sass(sass: str) -> dict:
     """{kernel: {instruction: count}} from cuobjdump -sass output."""
     kernels, current = {}, None
     for line in sass.splitlines():
         if "Function :" in line:
-            m = KERNEL_RE.search(line)
-            current = None
-            if m:
-                d, causal, pv, vt = int(m.group(1)), m.group(2) == "1", int(m.group(3)), m.group(4)
-                vtype = re.sub(r"^[0-9]+_*", "", vt)  # Itanium mangling: length, then name
-                current = f"D{d} {'causal' if causal else 'full'} pv{pv} ({PV_MODES.get(pv, '?')}, V {vtype})"
+            current = kernel_label(line)
+            if current:
                 kernels[current] = collections.Counter()
             continue
         if current:
