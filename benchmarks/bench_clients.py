@@ -14,6 +14,8 @@ cost) and the original called directly with the mask, which it ignores (ComfyUI 
 masked call to PyTorch when sageattn has no attn_mask parameter, as the original's has not: that
 row says so under "client_fallback" and is not timed). The original's sageattn drops smooth_k
 (it only has **kwargs), so it runs with K smoothing where ComfyUI asks ours for none.
+Masked shapes also time each of KJNodes' modes (the kernel-specific functions, which it
+passes the mask to) masked and unmasked: the masked-vs-unmasked cost per path.
 Each result has the median time (benchmarks/timing.py: L2 flushed, CUDA events), the cosine
 similarity to SDPA in fp32 on the same inputs (memory-efficient backend) and, where the call
 returns it, the largest LSE error against an fp32 log-sum-exp. A candidate that raises is
@@ -56,6 +58,7 @@ class Shape:
     dtype: str = "bfloat16"
     mask: str | None = None  # None, "bool" or "additive": key padding, [1, 1, Nq, Nk]
     valid_keys: int | None = None  # keys a masked row may attend to (the rest are padding)
+    pattern: str = "key_padding"  # or "random": half the entries kept, every tile partial
     lse: bool = False  # the caller asks for the log-sum-exp (ring attention)
     client: str = "comfyui"  # the call pattern: "comfyui" or "diffusers"
 
@@ -67,6 +70,8 @@ SHAPES = [
     Shape("flux-mask-bool", 1, FLUX_H, FLUX_N, FLUX_N, 128, mask="bool", valid_keys=4096 + 256),
     Shape("flux-mask-additive", 1, FLUX_H, FLUX_N, FLUX_N, 128, mask="additive",
           valid_keys=4096 + 256),
+    # Not a client's mask: the general case, where no key tile can run unmasked or be skipped.
+    Shape("flux-mask-random", 1, FLUX_H, FLUX_N, FLUX_N, 128, mask="bool", pattern="random"),
 ]
 for world in (2, 4):
     SHAPES += [
@@ -80,14 +85,32 @@ for world in (2, 4):
 BY_NAME = {s.name: s for s in SHAPES}
 
 
-def key_padding_mask(shape: Shape, device) -> torch.Tensor:
-    """[1, 1, Nq, Nk]: True (or 0.0) for the first valid_keys keys, False (or -inf) after."""
-    keep = torch.arange(shape.Nk, device=device) < (shape.valid_keys or shape.Nk)
-    keep = keep[None, None, None, :].expand(1, 1, shape.Nq, shape.Nk).contiguous()
+def client_mask(shape: Shape, device) -> torch.Tensor:
+    """[1, 1, Nq, Nk]: True (or 0.0) for the first valid_keys keys, False (or -inf) after;
+    with pattern "random", a fixed random half of the entries (key 0 always kept)."""
+    if shape.pattern == "random":
+        g = torch.Generator(device=device).manual_seed(1)
+        keep = torch.rand(1, 1, shape.Nq, shape.Nk, device=device, generator=g) < 0.5
+        keep[..., 0] = True
+    else:
+        keep = torch.arange(shape.Nk, device=device) < (shape.valid_keys or shape.Nk)
+        keep = keep[None, None, None, :].expand(1, 1, shape.Nq, shape.Nk).contiguous()
     if shape.mask == "bool":
         return keep
     dtype = getattr(torch, shape.dtype)
     return torch.zeros(keep.shape, dtype=dtype, device=device).masked_fill_(~keep, float("-inf"))
+
+
+def kjnodes_modes() -> dict:
+    """KJNodes' "Patch Sage Attention" modes: name -> (our function, its keywords)."""
+    import sageattention as sa
+
+    return {
+        "fp16_triton": (sa.sageattn_qk_int8_pv_fp16_triton, {}),
+        "fp16_cuda": (sa.sageattn_qk_int8_pv_fp16_cuda, {"pv_accum_dtype": "fp32"}),
+        "fp8_cuda": (sa.sageattn_qk_int8_pv_fp8_cuda, {"pv_accum_dtype": "fp32+fp32"}),
+        "fp8_cuda++": (sa.sageattn_qk_int8_pv_fp8_cuda, {"pv_accum_dtype": "fp32+fp16"}),
+    }
 
 
 def candidates(shape: Shape, ours, orig):
@@ -115,6 +138,14 @@ def candidates(shape: Shape, ours, orig):
                     out = orig(qh, kh, vh, tensor_layout="NHD", is_causal=False, attn_mask=m)
                     return out.reshape(shape.B, -1, H * D)
                 fns["original direct (mask ignored)"] = (None, orig_direct)
+            # KJNodes' modes pass the mask to every kernel-specific function directly.
+            for mode, (fn, kw) in kjnodes_modes().items():
+                def direct(q, k, v, m, fn=fn, kw=kw):
+                    qh, kh, vh = (t.view(shape.B, -1, H, D) for t in (q, k, v))
+                    out = fn(qh, kh, vh, tensor_layout="NHD", is_causal=False, attn_mask=m, **kw)
+                    return out.reshape(shape.B, -1, H * D)
+                fns[f"ours {mode}"] = (None, direct)
+                fns[f"ours {mode} unmasked"] = (None, lambda q, k, v, m, d=direct: d(q, k, v, None))
         fns["sdpa"] = (None, sdpa)
         return fns
 
@@ -170,7 +201,7 @@ def run_shape(shape: Shape, ours, orig) -> dict:
     q = torch.randn(shape.B, shape.Nq, shape.H * shape.D, device=dev, dtype=dtype, generator=g)
     k, v = (torch.randn(shape.B, shape.Nk, shape.H * shape.D, device=dev, dtype=dtype, generator=g)
             for _ in range(2))
-    mask = key_padding_mask(shape, dev) if shape.mask else None
+    mask = client_mask(shape, dev) if shape.mask else None
     row = {"shape": asdict(shape), "ms": {}, "cosine_vs_sdpa_fp32": {}, "lse_max_abs_err": {},
            "client_fallback": {}, "failed": {}}
     try:
@@ -226,7 +257,8 @@ def main(argv=None) -> int:
     shapes = [BY_NAME[n] for n in args.shapes] if args.shapes else SHAPES
     if args.list:
         for s in shapes:
-            extra = f", mask {s.mask} ({s.valid_keys} valid keys)" if s.mask else ""
+            extra = (f", mask {s.mask} " + (f"({s.valid_keys} valid keys)"
+                     if s.pattern == "key_padding" else f"({s.pattern})")) if s.mask else ""
             extra += ", return_lse" if s.lse else ""
             print(f"{s.name}: B={s.B} H={s.H} Nq={s.Nq} Nk={s.Nk} D={s.D} {s.dtype}, "
                   f"{s.client} call{extra}")

@@ -26,12 +26,44 @@ def test_the_client_shapes_of_the_issues_are_there():
 @pytest.mark.parametrize("kind", ["bool", "additive"])
 def test_key_padding_mask_keeps_the_valid_keys(kind):
     shape = bench.Shape("t", 1, 2, 5, 7, 64, mask=kind, valid_keys=4)
-    m = bench.key_padding_mask(shape, "cpu")
+    m = bench.client_mask(shape, "cpu")
     assert m.shape == (1, 1, 5, 7)
     keep = m if kind == "bool" else m == 0
     assert keep[..., :4].all() and not keep[..., 4:].any()
     if kind == "additive":
         assert torch.isneginf(m[..., 4:]).all()
+
+
+def test_random_mask_keeps_half_and_the_first_key():
+    shape = bench.BY_NAME["flux-mask-random"]
+    small = bench.Shape("t", 1, 2, 300, 500, 64, mask="bool", pattern="random")
+    m = bench.client_mask(small, "cpu")
+    assert m.shape == (1, 1, 300, 500) and m.dtype == torch.bool
+    assert m[..., 0].all() and 0.45 < m.float().mean() < 0.55
+    assert shape.mask == "bool" and shape.pattern == "random"
+
+
+@pytest.mark.interpret
+def test_masked_candidates_time_every_kjnodes_mode_masked_and_unmasked(seed):
+    import torch.nn.functional as F
+
+    import sageattention as sa
+
+    shape = bench.Shape("t", 1, 2, 100, 100, 64, dtype="float16", mask="bool", valid_keys=70)
+    fns = bench.candidates(shape, sa.sageattn, None)
+    for mode in bench.kjnodes_modes():
+        assert f"ours {mode}" in fns and f"ours {mode} unmasked" in fns
+    q, k, v = (torch.randn(1, 100, 128, dtype=torch.float16) for _ in range(3))
+    mask = bench.client_mask(shape, "cpu")
+    qh, kh, vh = (t.view(1, 100, 2, 64).transpose(1, 2).float() for t in (q, k, v))
+    want = {m: F.scaled_dot_product_attention(qh, kh, vh, attn_mask=m).transpose(1, 2)
+            .reshape(1, 100, 128) for m in (mask, None)}
+    for name, (_, fn) in fns.items():
+        out = fn(q, k, v, mask)
+        ref = want[None] if name.endswith("unmasked") else want[mask]
+        cos = torch.nn.functional.cosine_similarity(out.float().flatten(), ref.flatten(), dim=0)
+        # FP8 P·V: the interpreter's e4m3 rounding is coarser than the GPU's.
+        assert cos > (0.995 if "fp8" in name else 0.999), (name, float(cos))
 
 
 def run(*args):

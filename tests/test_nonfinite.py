@@ -72,9 +72,12 @@ def _poke(t, layout, b, h, n, d, value):
         t[b, h, n, d] = value
 
 
-def _compare(name, q, k, v, mask, causal, layout, exact=True):
+def _compare(name, q, k, v, mask, causal, layout, exact=True, also_nan=None):
+    """also_nan: [B, H, Nq] rows that must be NaN here whatever SDPA gives."""
     out = FUNCS[name](q, k, v, tensor_layout=layout, is_causal=causal, attn_mask=mask)
     want = _nan_rows(_sdpa(q, k, v, mask, causal, layout))
+    if also_nan is not None:
+        want |= also_nan
     got = _nan_rows(out, layout)
     assert want.any(), "the case must reach some row"
     missed = want & ~got
@@ -93,9 +96,14 @@ def _compare(name, q, k, v, mask, causal, layout, exact=True):
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 def test_non_finite_q_gives_nan_in_exactly_its_rows(seed, name, causal, layout, value):
     q, k, v = _inputs(layout=layout)
+    poked = torch.zeros(2, 4, 150, dtype=torch.bool)
     for b, h, n, d in ((0, 1, 7, 3), (1, 3, 149, 0), (1, 0, 64, 63)):
         _poke(q, layout, b, h, n, d, value)
-    _compare(name, q, k, v, None, causal, layout)
+        poked[b, h, n] = True
+    # A Q row holding -inf whose visible keys all have a positive value in that channel has
+    # only -inf scores, which torch's CPU SDPA turns into a zero row (1 in 256 at row 7 with
+    # causality); the contract here is NaN for every such row (docs/api.md).
+    _compare(name, q, k, v, None, causal, layout, also_nan=poked)
 
 
 @pytest.mark.parametrize("name", sorted(FUNCS))

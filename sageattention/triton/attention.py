@@ -95,11 +95,12 @@ def _attn_block(
 
 @triton.jit
 def attention_kernel(
-    Q, K8, KS, V, VS, O, LSE, KM, MASK, CU_Q, CU_K,
+    Q, K8, KS, V, VS, O, LSE, KM, MASK, LISTS, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_on, stride_od,
     stride_mb, stride_mh, stride_mm, stride_mn,
+    stride_lb, stride_lh, stride_lm, N_KB,
     H, N_BH, KV_GROUP, N_Q, N_K, N_PAD, D, q_scale_mult, lse_scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D_PAD: tl.constexpr,
     Q_MODE: tl.constexpr, IS_CAUSAL: tl.constexpr,
@@ -109,7 +110,9 @@ def attention_kernel(
 ):
     """Buffers made by sageattention.triton (K8, KS, V8 and VS on the FP8 path, LSE, KM) are
     contiguous with the shapes of forward.attention_forward, so only the strides of the
-    caller's tensors (Q, V, O, MASK) are passed: fewer arguments, a cheaper launch."""
+    caller's tensors (Q, V, O, MASK) are passed: fewer arguments, a cheaper launch. With a
+    mask, LISTS holds block_map's full and partial key-tile lists (stride_l*: their strides
+    per batch, head and query tile, 0 where the mask broadcasts)."""
     # Heaviest causal tiles first: better tail balance across the grid.
     if IS_CAUSAL:
         pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -194,16 +197,37 @@ def attention_kernel(
         end = k_len
         full_end = (k_len // BLOCK_N) * BLOCK_N
     full_end = tl.maximum(tl.minimum(full_end, end), 0)
-    for start_n in range(0, full_end, BLOCK_N):
-        acc, l_i, m_i = _attn_block(
-            acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,
-            k_tile, KS, v_tile, m_tile, stride_vn, stride_mn, D,
-            BLOCK_N, D_PAD, IS_CAUSAL, False, MASK_KIND, PV_FP8, EVEN_D, FP8_ACC_EVERY)
-    for start_n in range(full_end, end, BLOCK_N):
-        acc, l_i, m_i = _attn_block(
-            acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,
-            k_tile, KS, v_tile, m_tile, stride_vn, stride_mn, D,
-            BLOCK_N, D_PAD, IS_CAUSAL, True, MASK_KIND, PV_FP8, EVEN_D, FP8_ACC_EVERY)
+    if MASK_KIND != 0:
+        # block_map sorted this query tile's key tiles: the full ones run as in an unmasked
+        # call (no mask read), the partial ones apply the mask, the rest hold no visible key.
+        lst = LISTS + b * stride_lb + h * stride_lh + pid_m.to(tl.int64) * stride_lm
+        for i in range(0, tl.load(lst)):
+            start_n = tl.load(lst + 1 + i) * BLOCK_N
+            acc, l_i, m_i = _attn_block(
+                acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,
+                k_tile, KS, v_tile, m_tile, stride_vn, stride_mn, D,
+                BLOCK_N, D_PAD, IS_CAUSAL, False, 0, PV_FP8, EVEN_D, FP8_ACC_EVERY)
+        lst += N_KB + 1
+        for i in range(0, tl.load(lst)):
+            start_n = tl.load(lst + 1 + i) * BLOCK_N
+            acc, l_i, m_i = _attn_block(
+                acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,
+                k_tile, KS, v_tile, m_tile, stride_vn, stride_mn, D,
+                BLOCK_N, D_PAD, IS_CAUSAL, True, MASK_KIND, PV_FP8, EVEN_D, FP8_ACC_EVERY)
+        # A non-finite Q row is NaN in SDPA even where the mask hides every key; the skipped
+        # tiles cannot make it so, the flag can.
+        l_i = tl.where(q_bad, float("nan"), l_i)
+    else:
+        for start_n in range(0, full_end, BLOCK_N):
+            acc, l_i, m_i = _attn_block(
+                acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,
+                k_tile, KS, v_tile, m_tile, stride_vn, stride_mn, D,
+                BLOCK_N, D_PAD, IS_CAUSAL, False, MASK_KIND, PV_FP8, EVEN_D, FP8_ACC_EVERY)
+        for start_n in range(full_end, end, BLOCK_N):
+            acc, l_i, m_i = _attn_block(
+                acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,
+                k_tile, KS, v_tile, m_tile, stride_vn, stride_mn, D,
+                BLOCK_N, D_PAD, IS_CAUSAL, True, MASK_KIND, PV_FP8, EVEN_D, FP8_ACC_EVERY)
 
     if PV_FP8:
         v_scale = tl.load(VS + kv_row * D_PAD + offs_d)

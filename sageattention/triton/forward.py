@@ -12,6 +12,7 @@ import torch
 
 from .. import granularity, ops
 from .attention import attention_kernel
+from .block_map import block_lists
 from .quant import k_mean, kv_stats, pad_to, quantize_int8, quantize_v_fp8
 
 LOG2E = 1.4426950408889634
@@ -134,9 +135,13 @@ def attention_forward(
     lse = torch.empty((B, Hq, Nq), dtype=torch.float32, device=q.device) if need_lse else None
     if attn_mask is None:
         mask_kind, mask_arg, mask_strides = MASK_NONE, ks, (0, 0, 0, 0)
+        lists_arg, list_strides = ks, (0, 0, 0, 0)
     else:
         mask_kind = MASK_BOOL if attn_mask.dtype == torch.bool else MASK_ADD
         mask_arg, mask_strides = attn_mask, tuple(attn_mask.stride())
+        bl = block_lists(attn_mask, ks, block_m=cfg.block_m, block_n=cfg.block_n,
+                         is_causal=is_causal)
+        lists_arg, list_strides = bl.lists, (bl.stride_b, bl.stride_h, bl.stride_m, bl.n_kb)
     n_batch = cu_seqlens_q.numel() - 1 if varlen else B
     rows = max_seqlen_q if varlen else Nq
 
@@ -145,8 +150,8 @@ def attention_forward(
     attention_kernel[grid](
         q, k8, ks, v_op, v_scale, out,
         lse if lse is not None else ks, km if km is not None else ks,
-        mask_arg, cu_seqlens_q if varlen else ks, cu_seqlens_k if varlen else ks,
-        *q.stride(), *v_strides, *out.stride(), *mask_strides,
+        mask_arg, lists_arg, cu_seqlens_q if varlen else ks, cu_seqlens_k if varlen else ks,
+        *q.stride(), *v_strides, *out.stride(), *mask_strides, *list_strides,
         Hq, n_bh, Hq // Hkv, Nq, Nk, n_pad, D, sm_scale * LOG2E, sm_scale,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, D_PAD=d_pad,
         Q_MODE=q_mode, IS_CAUSAL=bool(is_causal),

@@ -1,0 +1,161 @@
+"""Which key tiles of a masked call need the mask: one pass over the mask, before attention.
+
+For every (mask batch, mask head, query tile) this writes two lists of key-tile indices:
+
+- *full*: every key of the tile is visible to every query row of the tile (mask true or 0,
+  inside [0, Nk), causally visible). The attention kernel runs these tiles exactly as an
+  unmasked call does and never reads the mask there.
+- *partial*: some key is visible and some is not, or the tile holds a value that must reach
+  the output unchanged (a NaN or +inf in a float mask, a non-finite key). These tiles load
+  the mask and apply it element by element.
+
+Tiles in neither list have no visible key and are skipped: their softmax weights are exactly
+0, so skipping them changes nothing. Key padding, the common mask of ComfyUI and KJNodes,
+becomes full tiles up to the padding, one partial tile at its edge, and no work behind it:
+such a call costs the unmasked call on the unpadded keys plus this one read of the mask.
+
+The lists are made for the broadcast shape of the mask: a [1, 1, Nq, Nk] mask is read once,
+not once per head. Layout of the int32 buffer: [mask batch, mask head, query tile, 2, n_kb + 1]
+where [..., 0, :] is the full list and [..., 1, :] the partial list, each starting with its
+length.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+MAX_GRID_Y = 65535
+
+
+@dataclass(frozen=True)
+class BlockLists:
+    lists: torch.Tensor  # int32, layout in the module docstring
+    stride_b: int  # element strides of lists for the attention kernel's (batch, head) index;
+    stride_h: int  # 0 where the mask broadcasts over that dimension
+    stride_m: int  # one query tile's two lists
+    n_kb: int  # key tiles per list (the capacity)
+
+
+TILE_EMPTY, TILE_FULL, TILE_PARTIAL = 0, 1, 2
+COMPACT_CHUNK = 1024  # key tiles one step of the compaction handles
+
+
+@triton.jit
+def _tile_kinds_kernel(
+    MASK, KBAD, KINDS,
+    stride_mb, stride_mh, stride_mm, stride_mn, stride_kbad,
+    N_ROWS, HM, N_QB, N_Q, N_K, N_KB,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    MASK_KIND: tl.constexpr, IS_CAUSAL: tl.constexpr,
+):
+    """One program per (key tile, query tile, mask batch and head): every tile at once, so the
+    pass runs at the memory's speed however few query tiles there are."""
+    kb = tl.program_id(0)
+    row = tl.program_id(1) + tl.program_id(2) * tl.num_programs(1)  # (map, query tile)
+    if row >= N_ROWS:
+        return
+    pid_m = row % N_QB
+    bh = row // N_QB
+    b = (bh // HM).to(tl.int64)
+    h = (bh % HM).to(tl.int64)
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = offs_m < N_Q
+    # The attention kernel's causal loop ends at the tile holding the tile's last query row;
+    # later tiles are never visited (nothing, not even a non-finite key, reaches the rows).
+    if IS_CAUSAL:
+        in_loop = kb * BLOCK_N < tl.minimum(N_K, start_m + BLOCK_M)
+    else:
+        in_loop = kb * BLOCK_N < N_K
+    inside = row_ok[:, None] & (offs_n < N_K)[None, :] & in_loop
+    m = tl.load(MASK + b * stride_mb + h * stride_mh + offs_m[:, None].to(tl.int64) * stride_mm
+                + offs_n[None, :].to(tl.int64) * stride_mn, mask=inside)
+    if MASK_KIND == 1:
+        visible = m != 0
+        plain = visible  # attended with weight exp(score): what the unmasked kernel does
+    else:
+        mf = m.to(tl.float32)
+        visible = mf != float("-inf")  # NaN and +inf count: they must reach their row
+        plain = mf == 0.0
+    if IS_CAUSAL:
+        seen = offs_n[None, :] <= offs_m[:, None]
+        visible = visible & seen
+        plain = plain & seen
+    any_visible = tl.max((visible & inside).to(tl.int32)) > 0
+    # Rows past Nq are computed and discarded by the kernel, so only real rows count.
+    not_plain = tl.sum((row_ok[:, None] & ~(plain & inside)).to(tl.int32))
+    full = (not_plain == 0) & ((kb + 1) * BLOCK_N <= N_K)
+    # A non-finite key must make its rows NaN as in SDPA, even where the mask hides it.
+    kbad = tl.load(KBAD + b * stride_kbad + kb)
+    partial = ~full & in_loop & (any_visible | (kbad != kbad))  # noqa: PLR0124 - NaN test
+    kind = tl.where(full, 1, tl.where(partial, 2, 0))
+    tl.store(KINDS + row.to(tl.int64) * N_KB + kb, kind.to(tl.int8))
+
+
+@triton.jit
+def _compact_kernel(KINDS, LISTS, N_ROWS, N_KB, CHUNK: tl.constexpr):
+    """The full and the partial tiles of one query tile, in key order, each list led by its
+    length."""
+    row = (tl.program_id(0) + tl.program_id(1) * tl.num_programs(0)).to(tl.int64)
+    if row >= N_ROWS:
+        return
+    kinds = KINDS + row * N_KB
+    out = LISTS + row * (2 * (N_KB + 1))
+    n_full = 0
+    n_part = 0
+    for c in range(0, N_KB, CHUNK):
+        kb = c + tl.arange(0, CHUNK)
+        kind = tl.load(kinds + kb, mask=kb < N_KB, other=0)
+        full = kind == 1
+        part = kind == 2
+        tl.store(out + n_full + tl.cumsum(full.to(tl.int32), 0), kb, mask=full)
+        tl.store(out + (N_KB + 1) + n_part + tl.cumsum(part.to(tl.int32), 0), kb, mask=part)
+        n_full += tl.sum(full.to(tl.int32))
+        n_part += tl.sum(part.to(tl.int32))
+    tl.store(out, n_full)
+    tl.store(out + (N_KB + 1), n_part)
+
+
+def _grid_rows(n_rows: int) -> tuple:
+    """(y, z) grid extents for n_rows programs (y is capped at CUDA's 65535)."""
+    return min(n_rows, MAX_GRID_Y), triton.cdiv(n_rows, MAX_GRID_Y)
+
+
+def block_lists(attn_mask: torch.Tensor, k_scales: torch.Tensor, *, block_m: int, block_n: int,
+                is_causal: bool) -> BlockLists:
+    """Lists for attn_mask ([B, H, Nq, Nk], a broadcast view) and the per-key K scales
+    ([B, Hkv, N_pad] contiguous, NaN for a non-finite key) of one attention call."""
+    B, H, Nq, Nk = attn_mask.shape
+    smb, smh, smm, smn = attn_mask.stride()
+    bm = 1 if smb == 0 else B
+    hm = 1 if smh == 0 else H
+    n_qb = triton.cdiv(Nq, block_m)
+    n_kb = triton.cdiv(Nk, block_n)
+    n_pad = k_scales.shape[-1]
+    # One value per (batch, key tile), NaN where any head has a non-finite key there (amax
+    # keeps NaN). Folding the heads (and the batch, for a mask shared by the batch) only sends
+    # more tiles to the exact partial path.
+    kbad = k_scales.reshape(B, -1, n_pad // block_n, block_n).amax(dim=(1, 3))
+    if bm == 1:
+        kbad = kbad.amax(dim=0, keepdim=True)
+    n_rows = bm * hm * n_qb
+    kinds = torch.empty((n_rows, n_kb), dtype=torch.int8, device=attn_mask.device)
+    _tile_kinds_kernel[(n_kb, *_grid_rows(n_rows))](
+        attn_mask, kbad, kinds, smb, smh, smm, smn, kbad.stride(0),
+        n_rows, hm, n_qb, Nq, Nk, n_kb,
+        BLOCK_M=block_m, BLOCK_N=block_n, MASK_KIND=1 if attn_mask.dtype == torch.bool else 2,
+        IS_CAUSAL=bool(is_causal), num_warps=4,
+    )
+    lists = torch.empty((bm, hm, n_qb, 2, n_kb + 1), dtype=torch.int32, device=attn_mask.device)
+    _compact_kernel[_grid_rows(n_rows)](kinds, lists, n_rows, n_kb, CHUNK=COMPACT_CHUNK,
+                                        num_warps=4)
+    row = 2 * (n_kb + 1)
+    return BlockLists(lists, stride_b=0 if bm == 1 else hm * n_qb * row,
+                      stride_h=0 if hm == 1 else n_qb * row, stride_m=row, n_kb=n_kb)
+
+
+__all__ = ["BlockLists", "block_lists"]

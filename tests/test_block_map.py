@@ -1,0 +1,219 @@
+"""Masked calls: the key-tile lists of sageattention.triton.block_map and the attention that
+uses them.
+
+The lists are checked against a direct element-by-element classification; the attention
+against fp64 attention and the quantized model, with the masks clients send (key padding per
+batch, bool and additive, with causality, GQA, NHD) and with the values a skipped tile must not
+hide (a non-finite key or Q row behind a fully masked tile). Runs under TRITON_INTERPRET=1 on
+the CPU and on a GPU (the same cases).
+"""
+import pytest
+import torch
+from kernel_model import kernel_model
+
+import sageattention as sa
+from sageattention import reference
+from sageattention.testing import make_qkv
+from sageattention.triton.block_map import block_lists
+
+HAS_CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if HAS_CUDA else "cpu"
+pytestmark = [pytest.mark.gpu if HAS_CUDA else pytest.mark.interpret,
+              pytest.mark.filterwarnings("ignore:invalid value encountered")]
+
+
+def _expected_lists(mask, kbad, bm_, bn, causal):
+    """{(b, h, query tile): (full tiles, partial tiles)}, element by element."""
+    B, H, Nq, Nk = mask.shape
+    bm = 1 if mask.stride(0) == 0 else B
+    hm = 1 if mask.stride(1) == 0 else H
+    m = mask[:bm, :hm].cpu()
+    if m.dtype == torch.bool:
+        visible, plain = m, m
+    else:
+        mf = m.float()
+        visible, plain = mf != float("-inf"), mf == 0
+    rows = torch.arange(Nq)[:, None]
+    cols = torch.arange(Nk)[None, :]
+    if causal:
+        visible, plain = visible & (cols <= rows), plain & (cols <= rows)
+    out = {}
+    for b in range(bm):
+        for h in range(hm):
+            for qb in range(-(-Nq // bm_)):
+                r0, r1 = qb * bm_, min(Nq, qb * bm_ + bm_)
+                end = min(Nk, qb * bm_ + bm_) if causal else Nk
+                full, part = [], []
+                for kb in range(-(-end // bn)):
+                    c0, c1 = kb * bn, min(Nk, kb * bn + bn)
+                    vis = visible[b, h, r0:r1, c0:c1]
+                    is_full = c0 + bn <= Nk and bool(plain[b, h, r0:r1, c0:c1].all())
+                    if is_full:
+                        full.append(kb)
+                    elif vis.any() or bool(kbad[b if bm > 1 else 0, kb]):
+                        part.append(kb)
+                out[b, h, qb] = (full, part)
+    return out
+
+
+def _got_lists(bl, mask, bm_):
+    B, H, Nq, _ = mask.shape
+    bm = 1 if mask.stride(0) == 0 else B
+    hm = 1 if mask.stride(1) == 0 else H
+    lists = bl.lists.cpu()
+    out = {}
+    for b in range(bm):
+        for h in range(hm):
+            for qb in range(-(-Nq // bm_)):
+                f, p = lists[b, h, qb, 0], lists[b, h, qb, 1]
+                out[b, h, qb] = (f[1:1 + f[0]].tolist(), p[1:1 + p[0]].tolist())
+    return out
+
+
+def _kbad_from(k_scales, B, bn, fold_batch):
+    """Per (batch, key tile): does any head hold a non-finite key there (NaN scale)?"""
+    n_pad = k_scales.shape[-1]
+    bad = torch.isnan(k_scales.cpu().reshape(B, -1, n_pad // bn, bn)).any(dim=3).any(dim=1)
+    return bad.any(0, keepdim=True) if fold_batch else bad
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("kind", ["bool", "additive", "key_padding", "broadcast_rows"])
+@pytest.mark.parametrize("tiles", [(64, 128), (128, 64), (64, 32)])
+def test_lists_match_the_elementwise_classification(seed, causal, kind, tiles):
+    bm_, bn = tiles
+    B, H, Nq, Nk = 2, 3, 200, 300
+    if kind == "bool":
+        raw = torch.rand(B, H, Nq, Nk) > 0.02
+        raw[0, 1, :, 64:192] = False  # whole tiles with nothing visible
+        raw[1, 2, 70:140] = True
+    elif kind == "additive":
+        raw = torch.zeros(B, 1, Nq, Nk, dtype=torch.float16)
+        raw[0, 0, :, 150:] = float("-inf")
+        raw[1, 0, 10, 5] = 0.5  # a non-zero bias: partial, not full
+        raw[1, 0, :, 200:260] = float("-inf")
+        raw[1, 0, 150, 230] = float("nan")  # a NaN inside an otherwise empty tile: partial
+        raw[0, 0, 199, 299] = float("inf")
+    elif kind == "key_padding":
+        lengths = torch.tensor([257, 128])
+        raw = (torch.arange(Nk)[None, :] < lengths[:, None])[:, None, None, :]
+    else:
+        raw = torch.rand(1, H, 1, Nk) > 0.5  # shared by the batch, broadcast over queries
+        raw[..., :130] = True
+    mask = raw.to(DEVICE).expand(B, H, Nq, Nk)
+    n_pad = -(-Nk // 128) * 128
+    k_scales = torch.rand(B, 2, n_pad, device=DEVICE) + 0.1
+    k_scales[1, 1, 233] = float("nan")  # a non-finite key: its tile is never skipped
+    bl = block_lists(mask, k_scales, block_m=bm_, block_n=bn, is_causal=causal)
+    kbad = _kbad_from(k_scales, B, bn, fold_batch=mask.stride(0) == 0)
+    assert _got_lists(bl, mask, bm_) == _expected_lists(mask, kbad, bm_, bn, causal)
+
+
+def test_key_padding_lists_stop_at_the_padding():
+    Nq, Nk, bm_, bn = 130, 1000, 64, 128
+    lengths = [1000, 640, 300, 0]
+    keep = torch.arange(Nk)[None, :] < torch.tensor(lengths)[:, None]
+    mask = keep[:, None, None, :].to(DEVICE).expand(4, 8, Nq, Nk)
+    k_scales = torch.ones(4, 8, 1024, device=DEVICE)
+    bl = block_lists(mask, k_scales, block_m=bm_, block_n=bn, is_causal=False)
+    assert bl.lists.shape[:2] == (4, 1)  # read once per batch, not once per head
+    for (b, _, _), (full, part) in _got_lists(bl, mask, bm_).items():
+        n = lengths[b]
+        assert full == list(range(n // bn))
+        assert part == ([n // bn] if n % bn else [])
+
+
+def _check(out, q, k, v, mask, causal, layout, gran="per_thread"):
+    exact = reference.attention_fp64(q.cpu(), k.cpu(), v.cpu(), attn_mask=mask.cpu(),
+                                     is_causal=causal, tensor_layout=layout)
+    model = kernel_model(q.cpu(), k.cpu(), v.cpu(), attn_mask=mask.cpu(), is_causal=causal,
+                         tensor_layout=layout, q_gran=gran, k_gran=gran)
+    a = reference.accuracy(out.cpu(), model)
+    b = reference.accuracy(out.cpu(), exact)
+    assert a["finite"], "non-finite output"
+    assert a["rel_l1"] < 2e-3, f"kernel vs quantized model: {a}"
+    assert b["rel_l1"] < 0.03 and b["cosine"] > 0.998, b
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("layout", ["HND", "NHD"])
+@pytest.mark.parametrize("additive", [False, True])
+def test_key_padding_per_batch(seed, causal, layout, additive):
+    # GQA, Nq != Nk, lengths on and off the tile edges, one batch with every key masked.
+    B, Hq, Hkv, Nq, Nk, D = 4, 4, 2, 150, 280, 64
+    q, k, v = make_qkv(B, Hq, Hkv, Nq, Nk, D, layout=layout, device=DEVICE)
+    lengths = torch.tensor([280, 128, 77, 0])
+    keep = (torch.arange(Nk)[None, :] < lengths[:, None])[:, None, None, :].to(DEVICE)
+    mask = torch.where(keep, 0.0, float("-inf")).to(torch.float16) if additive else keep
+    for fn in (sa.sageattn, sa.sageattn_qk_int8_pv_fp16_triton):
+        out, lse = fn(q, k, v, tensor_layout=layout, is_causal=causal, attn_mask=mask,
+                      return_lse=True)
+        oh = out.transpose(1, 2) if layout == "NHD" else out
+        assert torch.all(oh[3] == 0) and torch.all(lse[3] == float("-inf"))
+        _check(out[:3], q[:3], k[:3], v[:3], mask[:3], causal, layout)
+        assert torch.isfinite(lse[:3]).all()
+
+
+def test_key_padding_matches_the_unpadded_call(seed):
+    # The padded keys are skipped, not attended with weight 0: the result is the unmasked
+    # call on the first L keys (K's smoothing mean and scale groups aside).
+    q, k, v = make_qkv(1, 2, 2, 100, 300, 64, device=DEVICE)
+    L = 193
+    keep = (torch.arange(300, device=DEVICE) < L)[None, None, None, :]
+    masked = sa.sageattn(q, k, v, attn_mask=keep, smooth_k=False)
+    plain = sa.sageattn(q, k[:, :, :L], v[:, :, :L], smooth_k=False)
+    acc = reference.accuracy(masked.cpu(), plain.cpu())
+    assert acc["rel_l1"] < 2e-3 and acc["cosine"] > 0.99999, acc
+
+
+def test_fp8_pv_with_key_padding(seed):
+    from sageattention.triton.forward import attention_forward
+
+    q, k, v = make_qkv(2, 2, 1, 90, 200, 64, kind="outliers", device=DEVICE)
+    keep = (torch.arange(200)[None, :] < torch.tensor([200, 70])[:, None])[:, None, None, :]
+    mask = keep.to(DEVICE).expand(2, 2, 90, 200)
+    out = torch.empty_like(q)
+    attention_forward(q, k, v, out, sm_scale=0.125, pv_fp8=True, smooth_v=True, attn_mask=mask,
+                      q_gran="per_thread", k_gran="per_thread")
+    exact = reference.attention_fp64(q.cpu(), k.cpu(), v.cpu(), attn_mask=mask.cpu(),
+                                     sm_scale=0.125)
+    b = reference.accuracy(out.cpu(), exact)
+    assert b["finite"] and b["rel_l1"] < 0.06 and b["cosine"] > 0.998, b
+
+
+def test_skipped_tiles_keep_non_finite_keys_and_rows(seed):
+    """A NaN key behind the padding still makes every row it reaches NaN (SDPA: a masked NaN
+    score stays NaN), and a NaN Q row is NaN even when its every key is masked."""
+    q, k, v = make_qkv(2, 2, 2, 80, 300, 64, device=DEVICE)
+    keep = (torch.arange(300)[None, :] < torch.tensor([100, 300])[:, None])[:, None, None, :]
+    keep = keep.to(DEVICE)
+    k[0, 1, 250, 3] = float("nan")  # behind batch 0's padding, in a tile with no visible key
+    out = sa.sageattn(q, k, v, attn_mask=keep)
+    nan_rows = torch.isnan(out).any(-1).cpu()
+    assert nan_rows[0, 1].all() and not nan_rows[0, 0].any() and not nan_rows[1].any()
+
+    # Query rows 128.. see no key at all: their whole query tile (of every tile shape) is
+    # skipped. Row 130 holds a NaN, row 131 is finite.
+    q, k, v = make_qkv(1, 1, 1, 160, 300, 64, device=DEVICE)
+    q[0, 0, 130, 0] = float("nan")
+    keep = torch.ones(1, 1, 160, 300, dtype=torch.bool, device=DEVICE)
+    keep[0, 0, 128:] = False
+    out, lse = sa.sageattn(q, k, v, attn_mask=keep, return_lse=True)
+    assert torch.isnan(out[0, 0, 130]).all() and torch.isnan(lse[0, 0, 130])
+    rest = torch.cat([out[0, 0, 128:130], out[0, 0, 131:]])
+    assert torch.all(rest == 0) and torch.isfinite(out[0, 0, :128]).all()
+    assert lse[0, 0, 131] == float("-inf")
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_general_masks_still_exact(seed, causal):
+    # Random masks (every tile partial), whole empty tiles, rows broadcast over queries.
+    q, k, v = make_qkv(2, 2, 2, 130, 260, 64, device=DEVICE)
+    for mask in (torch.rand(2, 2, 130, 260) > 0.5,
+                 torch.rand(1, 2, 1, 260) > 0.3,
+                 torch.cat([torch.zeros(130, 130, dtype=torch.bool),
+                            torch.ones(130, 130, dtype=torch.bool)], dim=1)):
+        mask = mask.to(DEVICE)
+        mask[..., 0] = True  # no empty rows: the reference gives NaN there
+        out = sa.sageattn(q, k, v, attn_mask=mask, is_causal=causal)
+        _check(out, q, k, v, mask.expand(2, 2, 130, 260), causal, "HND")
