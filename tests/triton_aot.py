@@ -1,0 +1,92 @@
+"""Compile sageattention's Triton kernels for an explicit GPU target, no GPU needed.
+
+Run as a script by tests/test_triton_compile.py, in a process without TRITON_INTERPRET (under
+the interpreter the kernels are not compilable objects): reads a JSON list of cases on stdin,
+writes one JSON result per case on stdout: the shared memory per block, whether each key loop
+of the kernel is fed by asynchronous copies (software-pipelined), or the compiler's error.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from sageattention import granularity
+from sageattention.triton import attention, block_map, forward
+
+
+def compile_kernel(jit_fn, types: dict, constexprs: dict, cc: int, num_warps: int,
+                   num_stages: int):
+    """types: argument name -> Triton type; arguments not named there are i32 scalars."""
+    sig = {name: "constexpr" if name in constexprs else types.get(name, "i32")
+           for name in jit_fn.arg_names}
+    return triton.compile(ASTSource(jit_fn, sig, constexprs=constexprs),
+                          target=GPUTarget("cuda", cc, 32),
+                          options={"num_warps": num_warps, "num_stages": num_stages})
+
+
+def attention_case(case: dict):
+    """The configuration forward.attention_forward launches for the case."""
+    d, pv_fp8, causal, mask_kind, dtype = (case[k] for k in ("d", "pv_fp8", "causal",
+                                                            "mask_kind", "dtype"))
+    d_pad = forward.head_dim_padded(d)
+    cfg = forward.tile_config(d_pad, pv_fp8, causal)
+    types = {"Q": f"*{dtype}", "O": f"*{dtype}", "K8": "*i8", "LISTS": "*i32",
+             "V": "*fp8e4nv" if pv_fp8 else f"*{dtype}",
+             "MASK": {0: "*fp32", 1: "*i1", 2: f"*{dtype}"}[mask_kind],
+             "q_scale_mult": "fp32", "lse_scale": "fp32"}
+    types.update({name: "*fp32" for name in ("KS", "VS", "LSE", "KM", "CU_Q", "CU_K")})
+    constexprs = dict(
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, D_PAD=d_pad,
+        Q_MODE=granularity.q_mode("per_thread"), IS_CAUSAL=causal, MASK_KIND=mask_kind,
+        PV_FP8=pv_fp8, RETURN_LSE=False, HAS_KM=False, VARLEN=False, EVEN_D=d == d_pad,
+        FP8_ACC_EVERY=forward.fp8_accumulate_every("fp32+fp32", cfg.block_n) if pv_fp8 else 0)
+    return attention.attention_kernel, types, constexprs, cfg.num_warps, cfg.num_stages
+
+
+def block_map_case(case: dict):
+    if case["kernel"] == "compact":
+        return (block_map._compact_kernel, {"KINDS": "*i8", "LISTS": "*i32"},
+                {"CHUNK": block_map.COMPACT_CHUNK}, 4, 1)
+    return (block_map._tile_kinds_kernel,
+            {"MASK": case["mask_type"], "KBAD": "*fp32", "KINDS": "*i8"},
+            {"BLOCK_M": 128, "BLOCK_N": 128, "MASK_KIND": case["mask_kind"],
+             "IS_CAUSAL": case["causal"]}, 4, 1)
+
+
+def run(case: dict) -> dict:
+    fn, types, constexprs, warps, stages = (attention_case(case) if case["kernel"] == "attention"
+                                            else block_map_case(case))
+    try:
+        k = compile_kernel(fn, types, constexprs, case["cc"], warps, stages)
+    except Exception as exc:  # noqa: BLE001 - the test reports the compiler's message
+        return {"error": f"{type(exc).__name__}: {str(exc)[-2000:]}"}
+    return {"shared": k.metadata.shared, "loops_pipelined": [
+        "async_copy_global_to_local" in body or "async_tma" in body
+        for body in loop_bodies(k.asm["ttgir"])]}
+
+
+def loop_bodies(ttgir: str) -> list:
+    """The text of each outermost scf.for body: from its line to the closing brace at the
+    loop's own indentation."""
+    lines = ttgir.splitlines()
+    bodies, i = [], 0
+    while i < len(lines):
+        if "= scf.for " in lines[i] or lines[i].lstrip().startswith("scf.for "):
+            indent = len(lines[i]) - len(lines[i].lstrip())
+            j = i + 1
+            while j < len(lines) and not (lines[j].startswith(" " * indent + "}")
+                                          and len(lines[j]) - len(lines[j].lstrip()) == indent):
+                j += 1
+            bodies.append("\n".join(lines[i:j]))
+            i = j
+        i += 1
+    return bodies
+
+
+if __name__ == "__main__":
+    for c in json.load(sys.stdin):
+        print(json.dumps(run(c)), flush=True)
