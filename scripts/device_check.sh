@@ -13,7 +13,7 @@ python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", tr
 for s in $steps; do
   case $s in
     cudatests) python3 -m pytest -q -m gpu tests/test_gpu_cuda.py -p no:cacheprovider 2>&1 | tee "$OUT/gpu_cuda_tests.log" | tail -40 ;;
-    tests) python3 -m pytest -q -m gpu tests/test_gpu.py tests/test_gpu_cuda.py -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
+    tests) python3 -m pytest -q -m gpu tests/test_gpu.py tests/test_gpu_cuda.py tests/test_block_map.py tests/test_nonfinite.py -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
     alltests) python3 -m pytest -q -p no:cacheprovider tests 2>&1 | tee "$OUT/all_tests.log" | tail -25 ;;
     accuracy) python3 benchmarks/accuracy.py --out "$OUT" 2>&1 | tee "$OUT/accuracy.log" | tail -40 ;;
     tune) python3 benchmarks/tune_tiles.py 2>&1 | tee "$OUT/tune.log"; python3 benchmarks/tune_tiles.py --causal 2>&1 | tee -a "$OUT/tune.log" ;;
