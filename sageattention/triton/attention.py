@@ -100,7 +100,7 @@ def attention_kernel(
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_on, stride_od,
     stride_mb, stride_mh, stride_mm, stride_mn,
-    stride_lb, stride_lh, stride_lm, N_KB,
+    stride_lb, stride_lh, N_KB,
     H, N_BH, KV_GROUP, N_Q, N_K, N_PAD, D, q_scale_mult, lse_scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D_PAD: tl.constexpr,
     Q_MODE: tl.constexpr, IS_CAUSAL: tl.constexpr,
@@ -111,8 +111,8 @@ def attention_kernel(
     """Buffers made by sageattention.triton (K8, KS, V8 and VS on the FP8 path, LSE, KM) are
     contiguous with the shapes of forward.attention_forward, so only the strides of the
     caller's tensors (Q, V, O, MASK) are passed: fewer arguments, a cheaper launch. With a
-    mask, LISTS holds block_map's full and partial key-tile lists (stride_l*: their strides
-    per batch, head and query tile, 0 where the mask broadcasts)."""
+    mask, LISTS holds block_map's full and partial key-tile lists (stride_lb, stride_lh: their
+    strides per batch and head, 0 where the mask broadcasts; N_KB + 1 entries per list)."""
     # Heaviest causal tiles first: better tail balance across the grid.
     if IS_CAUSAL:
         pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -200,7 +200,7 @@ def attention_kernel(
     if MASK_KIND != 0:
         # block_map sorted this query tile's key tiles: the full ones run as in an unmasked
         # call (no mask read), the partial ones apply the mask, the rest hold no visible key.
-        lst = LISTS + b * stride_lb + h * stride_lh + pid_m.to(tl.int64) * stride_lm
+        lst = LISTS + b * stride_lb + h * stride_lh + pid_m.to(tl.int64) * (2 * (N_KB + 1))
         for i in range(0, tl.load(lst)):
             start_n = tl.load(lst + 1 + i) * BLOCK_N
             acc, l_i, m_i = _attn_block(

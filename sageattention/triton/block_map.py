@@ -35,8 +35,7 @@ class BlockLists:
     lists: torch.Tensor  # int32, layout in the module docstring
     stride_b: int  # element strides of lists for the attention kernel's (batch, head) index;
     stride_h: int  # 0 where the mask broadcasts over that dimension
-    stride_m: int  # one query tile's two lists
-    n_kb: int  # key tiles per list (the capacity)
+    n_kb: int  # key tiles per list (the capacity); a query tile's two lists take 2 * (n_kb + 1)
 
 
 TILE_EMPTY, TILE_FULL, TILE_PARTIAL = 0, 1, 2
@@ -155,7 +154,7 @@ def block_lists(attn_mask: torch.Tensor, k_scales: torch.Tensor, *, block_m: int
                                         num_warps=4)
     row = 2 * (n_kb + 1)
     return BlockLists(lists, stride_b=0 if bm == 1 else hm * n_qb * row,
-                      stride_h=0 if hm == 1 else n_qb * row, stride_m=row, n_kb=n_kb)
+                      stride_h=0 if hm == 1 else n_qb * row, n_kb=n_kb)
 
 
 __all__ = ["BlockLists", "block_lists"]

@@ -135,13 +135,13 @@ def attention_forward(
     lse = torch.empty((B, Hq, Nq), dtype=torch.float32, device=q.device) if need_lse else None
     if attn_mask is None:
         mask_kind, mask_arg, mask_strides = MASK_NONE, ks, (0, 0, 0, 0)
-        lists_arg, list_strides = ks, (0, 0, 0, 0)
+        lists_arg, list_strides = ks, (0, 0, 0)
     else:
         mask_kind = MASK_BOOL if attn_mask.dtype == torch.bool else MASK_ADD
         mask_arg, mask_strides = attn_mask, tuple(attn_mask.stride())
         bl = block_lists(attn_mask, ks, block_m=cfg.block_m, block_n=cfg.block_n,
                          is_causal=is_causal)
-        lists_arg, list_strides = bl.lists, (bl.stride_b, bl.stride_h, bl.stride_m, bl.n_kb)
+        lists_arg, list_strides = bl.lists, (bl.stride_b, bl.stride_h, bl.n_kb)
     n_batch = cu_seqlens_q.numel() - 1 if varlen else B
     rows = max_seqlen_q if varlen else Nq
 
