@@ -132,6 +132,11 @@ def candidates(shape: Shape, ours, orig):
         if shape.mask:
             model = ComfyLikeAttention(ours)
             fns["ours unmasked"] = (model, lambda q, k, v, m, model=model: model(q, k, v, H))
+            if shape.pattern == "key_padding" and shape.valid_keys:
+                # What a free mask would cost: the unmasked call on the unpadded keys only.
+                n = shape.valid_keys
+                fns["ours unmasked, valid keys only"] = (model, lambda q, k, v, m, model=model: model(
+                    q, k[:, :n], v[:, :n], H))
             if orig is not None:
                 def orig_direct(q, k, v, m):
                     qh, kh, vh = (t.view(shape.B, -1, H, D) for t in (q, k, v))

@@ -217,3 +217,28 @@ def test_general_masks_still_exact(seed, causal):
         mask[..., 0] = True  # no empty rows: the reference gives NaN there
         out = sa.sageattn(q, k, v, attn_mask=mask, is_causal=causal)
         _check(out, q, k, v, mask.expand(2, 2, 130, 260), causal, "HND")
+
+
+def test_lists_longer_than_one_compaction_chunk():
+    # More key tiles than one compaction step takes (block_map.COMPACT_CHUNK): the lists carry
+    # their lengths from one step to the next.
+    from sageattention.triton.block_map import COMPACT_CHUNK
+
+    bn = 32
+    Nk = (2 * COMPACT_CHUNK + 52) * bn
+    keep = torch.rand(1, 1, 1, Nk) > 0.5
+    for start in (0, COMPACT_CHUNK + 20, 2 * COMPACT_CHUNK + 3):
+        keep[..., start * bn: (start + 10) * bn] = True  # full tiles in every step
+    keep[..., COMPACT_CHUNK * bn: (COMPACT_CHUNK + 9) * bn] = False  # empty across the edge
+    mask = keep.to(DEVICE).expand(1, 1, 1, Nk)
+    k_scales = torch.ones(1, 1, -(-Nk // 128) * 128, device=DEVICE)
+    bl = block_lists(mask, k_scales, block_m=64, block_n=bn, is_causal=False)
+    kbad = _kbad_from(k_scales, 1, bn, fold_batch=True)
+    assert _got_lists(bl, mask, 64) == _expected_lists(mask, kbad, 64, bn, False)
+
+
+def test_empty_batch_with_a_mask():
+    q = torch.randn(0, 2, 10, 64, dtype=torch.float16, device=DEVICE)
+    for mask in (torch.ones(0, 2, 10, 10, dtype=torch.bool), torch.ones(10, 10, dtype=torch.bool)):
+        out, lse = sa.sageattn(q, q, q, attn_mask=mask.to(DEVICE), return_lse=True)
+        assert out.shape == q.shape and lse.shape == (0, 2, 10)

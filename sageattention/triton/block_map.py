@@ -138,6 +138,11 @@ def block_lists(attn_mask: torch.Tensor, k_scales: torch.Tensor, *, block_m: int
     # One value per (batch, key tile), NaN where any head has a non-finite key there (amax
     # keeps NaN). Folding the heads (and the batch, for a mask shared by the batch) only sends
     # more tiles to the exact partial path.
+    if attn_mask.numel() == 0:
+        # No (batch, head) pair to run: the attention kernel launches no program either, and
+        # an expanded view of nothing has no memory to read.
+        lists = torch.zeros((1, 1, n_qb, 2, n_kb + 1), dtype=torch.int32, device=attn_mask.device)
+        return BlockLists(lists, stride_b=0, stride_h=0, n_kb=n_kb)
     kbad = k_scales.reshape(B, -1, n_pad // block_n, block_n).amax(dim=(1, 3))
     if bm == 1:
         kbad = kbad.amax(dim=0, keepdim=True)
