@@ -30,7 +30,7 @@ FP8_P_SCALE = tl.constexpr(448.0)  # P in [0, 1] is stored as P * 448, the e4m3 
 @triton.jit
 def _attn_block(
     acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,
-    k_tile, KS, v_tile, m_tile,
+    k_tile, KS, v_tile, m_rows,
     stride_vn, stride_mn,
     D,
     BLOCK_N: tl.constexpr, D_PAD: tl.constexpr,
@@ -40,8 +40,11 @@ def _attn_block(
     """One key block of the online softmax. BOUNDS: the block may hold keys >= k_len or,
     with IS_CAUSAL, keys after some query row: apply the element mask.
 
-    k_tile / v_tile / m_tile point at the tiles of key 0 (offsets computed once per program);
-    each block adds one scalar, so the loop does no per-element 64-bit index arithmetic."""
+    k_tile / v_tile point at the tiles of key 0 (offsets computed once per program); each
+    block adds one scalar, so the loop does no per-element 64-bit index arithmetic. m_rows
+    points at key 0 of each query row of the mask: a [BLOCK_M, BLOCK_N] tile of 64-bit mask
+    pointers kept across the loop would hold 64-128 registers per thread (the FP8 kernel
+    spilled with it), so the masked blocks build theirs from the rows."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, D_PAD)
     tok0 = (k_start + start_n).to(tl.int64)  # first key of this block in the K/V buffers
@@ -53,7 +56,8 @@ def _attn_block(
     t = tl.dot(q_i8, tl.trans(k)).to(tl.float32) * k_scale[None, :]
     if MASK_KIND != 0:
         inside = (offs_m < q_len)[:, None] & (offs_n < k_len)[None, :]
-        mvals = tl.load(m_tile + tl.cast(start_n, tl.int64) * stride_mn, mask=inside)
+        mvals = tl.load(m_rows[:, None] + offs_n[None, :].to(tl.int64) * stride_mn,
+                        mask=inside)
         if MASK_KIND == 1:
             # A NaN score (a non-finite key) survives the mask, as in SDPA.
             t = tl.where((mvals != 0) | (t != t), t, float("-inf"))  # noqa: PLR0124 - NaN test
@@ -179,11 +183,7 @@ def attention_kernel(
         v_tile = V + (offs_d[:, None].to(tl.int64) * stride_vd + offs_bn[None, :])
     else:
         v_tile = V + (offs_bn[:, None].to(tl.int64) * stride_vn + offs_d[None, :] * stride_vd)
-    if MASK_KIND != 0:
-        m_tile = MASK + (offs_m[:, None].to(tl.int64) * stride_mm
-                         + offs_bn[None, :].to(tl.int64) * stride_mn)
-    else:
-        m_tile = MASK
+    m_rows = MASK + offs_m.to(tl.int64) * stride_mm
 
     acc = tl.zeros((BLOCK_M, D_PAD), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
@@ -205,14 +205,14 @@ def attention_kernel(
             start_n = tl.load(lst + 1 + i) * BLOCK_N
             acc, l_i, m_i = _attn_block(
                 acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,
-                k_tile, KS, v_tile, m_tile, stride_vn, stride_mn, D,
+                k_tile, KS, v_tile, m_rows, stride_vn, stride_mn, D,
                 BLOCK_N, D_PAD, IS_CAUSAL, False, 0, PV_FP8, EVEN_D, FP8_ACC_EVERY)
         lst += N_KB + 1
         for i in range(0, tl.load(lst)):
             start_n = tl.load(lst + 1 + i) * BLOCK_N
             acc, l_i, m_i = _attn_block(
                 acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,
-                k_tile, KS, v_tile, m_tile, stride_vn, stride_mn, D,
+                k_tile, KS, v_tile, m_rows, stride_vn, stride_mn, D,
                 BLOCK_N, D_PAD, IS_CAUSAL, True, MASK_KIND, PV_FP8, EVEN_D, FP8_ACC_EVERY)
         # A non-finite Q row is NaN in SDPA even where the mask hides every key; the skipped
         # tiles cannot make it so, the flag can.
@@ -221,12 +221,12 @@ def attention_kernel(
         for start_n in range(0, full_end, BLOCK_N):
             acc, l_i, m_i = _attn_block(
                 acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,
-                k_tile, KS, v_tile, m_tile, stride_vn, stride_mn, D,
+                k_tile, KS, v_tile, m_rows, stride_vn, stride_mn, D,
                 BLOCK_N, D_PAD, IS_CAUSAL, False, MASK_KIND, PV_FP8, EVEN_D, FP8_ACC_EVERY)
         for start_n in range(full_end, end, BLOCK_N):
             acc, l_i, m_i = _attn_block(
                 acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,
-                k_tile, KS, v_tile, m_tile, stride_vn, stride_mn, D,
+                k_tile, KS, v_tile, m_rows, stride_vn, stride_mn, D,
                 BLOCK_N, D_PAD, IS_CAUSAL, True, MASK_KIND, PV_FP8, EVEN_D, FP8_ACC_EVERY)
 
     if PV_FP8:

@@ -6,13 +6,19 @@ the FP8 path (where it must be quantized anyway).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from .. import granularity, ops
 from .attention import attention_kernel
 from .block_map import block_lists
+
+try:  # Triton >= 2.1
+    from triton.runtime.errors import OutOfResources
+except ImportError:  # pragma: no cover - older Triton: nothing to catch
+    class OutOfResources(Exception):  # noqa: N818 - Triton's name
+        pass
 from .quant import k_mean, kv_stats, pad_to, quantize_int8, quantize_v_fp8
 
 LOG2E = 1.4426950408889634
@@ -48,9 +54,51 @@ _TILES = {
 }
 _TILE_256 = TileConfig(64, 32, 8, 2)  # D up to 256: registers and shared memory run out first
 
+# The GPUs with ~100 KB of shared memory per SM (sm86 RTX 30, sm89 RTX 40, sm120 RTX 50) allow
+# 99 KB per block, where the H100 the table was tuned on allows 227 KB: there the FP16 D=128
+# tile above needs 113 KB and would not launch (tests/test_triton_compile.py compiles every
+# tile for every arch). The original's tile shape for that case takes 64 KB.
+SMALL_SMEM_PER_BLOCK = 101376
+_TILES_SMALL_SMEM = {
+    (128, False, False): TileConfig(128, 64, 8, 3),
+}
 
-def tile_config(d_pad: int, pv_fp8: bool, is_causal: bool) -> TileConfig:
-    return _TILES.get((d_pad, bool(pv_fp8), bool(is_causal)), _TILE_256)
+
+def tile_config(d_pad: int, pv_fp8: bool, is_causal: bool,
+                smem_per_block: int | None = None) -> TileConfig:
+    """The tile for a call; smem_per_block: the GPU's opt-in shared memory per block (None:
+    the tuned table, as on the H100)."""
+    key = (d_pad, bool(pv_fp8), bool(is_causal))
+    if smem_per_block is not None and smem_per_block <= SMALL_SMEM_PER_BLOCK:
+        if key in _TILES_SMALL_SMEM:
+            return _TILES_SMALL_SMEM[key]
+    return _TILES.get(key, _TILE_256)
+
+
+def smaller_tile(cfg: TileConfig) -> TileConfig | None:
+    """The next tile to try when cfg does not fit the GPU (fewer pipeline stages, then fewer
+    keys, then fewer query rows), or None."""
+    if cfg.num_stages > 2:
+        return replace(cfg, num_stages=cfg.num_stages - 1)
+    if cfg.block_n > 32:
+        return replace(cfg, block_n=cfg.block_n // 2)
+    if cfg.block_m > 64:
+        return replace(cfg, block_m=cfg.block_m // 2, num_warps=max(4, cfg.num_warps // 2))
+    return None
+
+
+def smem_per_block(device: torch.device) -> int | None:
+    if device.type != "cuda":
+        return None
+    if device.index not in _SMEM_CACHE:
+        props = torch.cuda.get_device_properties(device)
+        _SMEM_CACHE[device.index] = getattr(props, "shared_memory_per_block_optin", None)
+    return _SMEM_CACHE[device.index]
+
+
+_SMEM_CACHE: dict = {}
+# Tiles that did not fit, per (device, call kind): skipped on later calls.
+_TOO_BIG: set = set()
 
 
 def fp8_accumulate_every(pv_accum: str, block_n: int) -> int:
@@ -97,7 +145,7 @@ def attention_forward(
     Hkv, Nk = k.shape[1], k.shape[2]
     varlen = cu_seqlens_q is not None
     d_pad = head_dim_padded(D)
-    cfg = config or tile_config(d_pad, pv_fp8, is_causal)
+    cfg = config or tile_config(d_pad, pv_fp8, is_causal, smem_per_block(q.device))
     q_mode = granularity.q_mode(q_gran)
     k_mode = granularity.k_mode(k_gran)
 
@@ -135,31 +183,38 @@ def attention_forward(
     lse = torch.empty((B, Hq, Nq), dtype=torch.float32, device=q.device) if need_lse else None
     if attn_mask is None:
         mask_kind, mask_arg, mask_strides = MASK_NONE, ks, (0, 0, 0, 0)
-        lists_arg, list_strides = ks, (0, 0, 0)
     else:
         mask_kind = MASK_BOOL if attn_mask.dtype == torch.bool else MASK_ADD
         mask_arg, mask_strides = attn_mask, tuple(attn_mask.stride())
-        bl = block_lists(attn_mask, ks, block_m=cfg.block_m, block_n=cfg.block_n,
-                         is_causal=is_causal)
-        lists_arg, list_strides = bl.lists, (bl.stride_b, bl.stride_h, bl.n_kb)
     n_batch = cu_seqlens_q.numel() - 1 if varlen else B
     rows = max_seqlen_q if varlen else Nq
-
     n_bh = n_batch * Hq
-    grid = (triton_cdiv(rows, cfg.block_m), min(n_bh, MAX_GRID_Y), triton_cdiv(n_bh, MAX_GRID_Y))
-    attention_kernel[grid](
-        q, k8, ks, v_op, v_scale, out,
-        lse if lse is not None else ks, km if km is not None else ks,
-        mask_arg, lists_arg, cu_seqlens_q if varlen else ks, cu_seqlens_k if varlen else ks,
-        *q.stride(), *v_strides, *out.stride(), *mask_strides, *list_strides,
-        Hq, n_bh, Hq // Hkv, Nq, Nk, n_pad, D, sm_scale * LOG2E, sm_scale,
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, D_PAD=d_pad,
-        Q_MODE=q_mode, IS_CAUSAL=bool(is_causal),
-        MASK_KIND=mask_kind, PV_FP8=bool(pv_fp8), RETURN_LSE=need_lse,
-        HAS_KM=km is not None, VARLEN=varlen, EVEN_D=(D == d_pad),
-        FP8_ACC_EVERY=fp8_accumulate_every(pv_accum, cfg.block_n) if pv_fp8 else 0,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )
+
+    def launch(cfg: TileConfig):
+        if attn_mask is None:
+            lists_arg, list_strides = ks, (0, 0, 0)
+        else:
+            bl = block_lists(attn_mask, ks, block_m=cfg.block_m, block_n=cfg.block_n,
+                             is_causal=is_causal)
+            lists_arg, list_strides = bl.lists, (bl.stride_b, bl.stride_h, bl.n_kb)
+        grid = (triton_cdiv(rows, cfg.block_m), min(n_bh, MAX_GRID_Y),
+                triton_cdiv(n_bh, MAX_GRID_Y))
+        attention_kernel[grid](
+            q, k8, ks, v_op, v_scale, out,
+            lse if lse is not None else ks, km if km is not None else ks,
+            mask_arg, lists_arg, cu_seqlens_q if varlen else ks, cu_seqlens_k if varlen else ks,
+            *q.stride(), *v_strides, *out.stride(), *mask_strides, *list_strides,
+            Hq, n_bh, Hq // Hkv, Nq, Nk, n_pad, D, sm_scale * LOG2E, sm_scale,
+            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, D_PAD=d_pad,
+            Q_MODE=q_mode, IS_CAUSAL=bool(is_causal),
+            MASK_KIND=mask_kind, PV_FP8=bool(pv_fp8), RETURN_LSE=need_lse,
+            HAS_KM=km is not None, VARLEN=varlen, EVEN_D=(D == d_pad),
+            FP8_ACC_EVERY=fp8_accumulate_every(pv_accum, cfg.block_n) if pv_fp8 else 0,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )
+
+    launch_fitting(launch, cfg, (q.device.index, d_pad, bool(pv_fp8), bool(is_causal),
+                                 mask_kind, q.dtype, varlen))
     if vm is not None:
         # V was quantized with its channel mean removed; every visible row sums to 1 in P.
         mean = vm[:, :, None, :].repeat_interleave(Hq // Hkv, dim=1)
@@ -167,6 +222,26 @@ def attention_forward(
             mean = mean * torch.isfinite(lse)[..., None]
         out += mean.to(out.dtype)
     return lse if return_lse else None
+
+
+def launch_fitting(launch, cfg: TileConfig, kind: tuple) -> TileConfig:
+    """Run launch(cfg), or launch with the next smaller tile while the GPU lacks the shared
+    memory (or registers) the compiled kernel asks for: Triton refuses such a kernel before it
+    runs, so nothing was written. The tile table is tuned on an H100; a GPU, or a Triton
+    version, whose kernels need more than it has still gets a working call. Returns the tile
+    that ran; tiles that did not fit are skipped on later calls of the same kind."""
+    first = cfg
+    while cfg is not None:
+        if (kind, cfg) not in _TOO_BIG:
+            try:
+                launch(cfg)
+                return cfg
+            except OutOfResources:
+                _TOO_BIG.add((kind, cfg))
+        cfg = smaller_tile(cfg)
+    raise RuntimeError(f"sageattention: no Triton tile fits this GPU for this call (the "
+                       f"smallest tried after {first} still needs more shared memory or "
+                       f"registers than the GPU has); use torch SDPA for it")
 
 
 def triton_cdiv(a: int, b: int) -> int:
