@@ -17,6 +17,13 @@ def test_small_shared_memory_cards_get_the_smaller_fp16_tile():
     assert tile_config(128, False, False, 232448) == big == tile_config(128, False, False, 166912)
 
 
+def test_masked_fp8_calls_keep_two_blocks_per_sm_on_the_big_gpus():
+    assert tile_config(128, True, False, 232448, masked=True).num_stages == 2
+    assert tile_config(128, True, False, 232448) == tile_config(128, True, False)
+    small = tile_config(128, True, False, forward.SMALL_SMEM_PER_BLOCK, masked=True)
+    assert small == tile_config(128, True, False)  # not measured there: the tuned tile
+
+
 def test_smaller_tile_steps_down_to_a_floor():
     seen = [TileConfig(128, 128, 8, 3)]
     while (nxt := forward.smaller_tile(seen[-1])) is not None:

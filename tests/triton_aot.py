@@ -55,7 +55,8 @@ def attention_case(case: dict):
     d, pv_fp8, causal, mask_kind, dtype = (case[k] for k in ("d", "pv_fp8", "causal",
                                                             "mask_kind", "dtype"))
     d_pad = forward.head_dim_padded(d)
-    cfg = forward.tile_config(d_pad, pv_fp8, causal, SMEM_PER_BLOCK[case["cc"]])
+    cfg = forward.tile_config(d_pad, pv_fp8, causal, SMEM_PER_BLOCK[case["cc"]],
+                              masked=mask_kind != 0)
     types = {"Q": f"*{dtype}", "O": f"*{dtype}", "K8": "*i8", "LISTS": "*i32",
              "V": "*fp8e4nv" if pv_fp8 else f"*{dtype}",
              "MASK": {0: "*fp32", 1: "*i1", 2: f"*{dtype}"}[mask_kind],

@@ -64,14 +64,27 @@ _TILES_SMALL_SMEM = {
 }
 
 
+# Masked calls on the large-memory GPUs: the FP8 D=128 tile's mask buffers take it from 105 to
+# 113 KB per block, one block per SM on the H200 (228 KB) instead of two; two pipeline stages
+# (80 KB) keep two. Measured on the H200, Flux-size key-padded call: 1.67 -> 1.14 ms (bool),
+# 1.43 -> 1.02 ms (additive), unmasked 1.01-1.08 ms
+# (benchmarks/results/mask-tiles-ab-NVIDIA_H200-2026-12-01.json).
+_TILES_MASKED = {
+    (128, True, False): TileConfig(64, 128, 4, 2),
+    (128, True, True): TileConfig(64, 128, 4, 2),
+}
+
+
 def tile_config(d_pad: int, pv_fp8: bool, is_causal: bool,
-                smem_per_block: int | None = None) -> TileConfig:
+                smem_per_block: int | None = None, masked: bool = False) -> TileConfig:
     """The tile for a call; smem_per_block: the GPU's opt-in shared memory per block (None:
-    the tuned table, as on the H100)."""
+    the tuned table, as on the H100); masked: the call has an attn_mask."""
     key = (d_pad, bool(pv_fp8), bool(is_causal))
     if smem_per_block is not None and smem_per_block <= SMALL_SMEM_PER_BLOCK:
         if key in _TILES_SMALL_SMEM:
             return _TILES_SMALL_SMEM[key]
+    elif masked and key in _TILES_MASKED:
+        return _TILES_MASKED[key]
     return _TILES.get(key, _TILE_256)
 
 
@@ -145,7 +158,8 @@ def attention_forward(
     Hkv, Nk = k.shape[1], k.shape[2]
     varlen = cu_seqlens_q is not None
     d_pad = head_dim_padded(D)
-    cfg = config or tile_config(d_pad, pv_fp8, is_causal, smem_per_block(q.device))
+    cfg = config or tile_config(d_pad, pv_fp8, is_causal, smem_per_block(q.device),
+                                masked=attn_mask is not None)
     q_mode = granularity.q_mode(q_gran)
     k_mode = granularity.k_mode(k_gran)
 
