@@ -241,12 +241,37 @@ def run_shape(shape: Shape, ours, orig) -> dict:
     return row
 
 
+def markdown_table(rows: list) -> str:
+    """The README's table of a bench_clients JSON: ms of ours, the original and SDPA per shape,
+    and for masked shapes our masked call against our unmasked call. On masked shapes the
+    original's figure is its direct call, which ignores the mask (a wrong result)."""
+    lines = ["| shape | ours ms | original ms | SDPA ms | our speed vs original | vs SDPA "
+             "| our masked / unmasked time |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ms = r["ms"]
+
+        def cell(name, ms=ms):
+            return f"{ms[name]:.3f}" if name in ms else "-"
+
+        def ratio(a, b, ms=ms):
+            return f"{ms[b] / ms[a]:.2f}x" if a in ms and b in ms else "-"
+
+        orig = "original" if "original" in ms else "original direct (mask ignored)"
+        lines.append(f"| {r['shape']['name']} | {cell('ours')} | {cell(orig)} | {cell('sdpa')} | "
+                     f"{ratio('ours', orig)} | {ratio('ours', 'sdpa')} | "
+                     + (f"{ms['ours'] / ms['ours unmasked']:.2f}" if "ours unmasked" in ms
+                        else "-") + " |")
+    return "\n".join(lines)
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", nargs="+", metavar="NAME", help="run only these (see --list)")
     ap.add_argument("--list", action="store_true", help="print the shapes and exit")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--tag", help="added to the JSON's name (default: 'subset' with --shapes)")
+    ap.add_argument("--table", type=Path, metavar="JSON",
+                    help="print the README table of a written JSON and exit")
     args = ap.parse_args(argv)
     if args.tag is not None and not args.tag.replace("-", "").replace("_", "").isalnum():
         ap.error(f"--tag: letters, digits, '-' and '_' only, got {args.tag!r}")
@@ -260,6 +285,15 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     shapes = [BY_NAME[n] for n in args.shapes] if args.shapes else SHAPES
+    if args.table:
+        try:
+            rows = json.loads(args.table.read_text())["rows"]
+            print(markdown_table(rows))
+        except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as exc:
+            print(f"--table {args.table}: not a bench_clients JSON ({type(exc).__name__}: "
+                  f"{exc})", file=sys.stderr)
+            return 2
+        return 0
     if args.list:
         for s in shapes:
             extra = (f", mask {s.mask} " + (f"({s.valid_keys} valid keys)"

@@ -1,5 +1,6 @@
 """benchmarks/bench_clients.py without a GPU: the shape table, its arguments, its refusal."""
 import importlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,20 @@ def test_lse_reference_is_the_scaled_log_sum_exp():
 def test_bad_tag_is_one_line_and_exit_2():
     res = run("--tag", "../x")
     assert res.returncode == 2 and "--tag:" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_table_of_a_written_json(tmp_path):
+    rows = [{"shape": {"name": "flux"}, "ms": {"ours": 1.0, "original": 0.5, "sdpa": 0.4}},
+            {"shape": {"name": "flux-mask-bool"}, "ms": {
+                "ours": 1.2, "ours unmasked": 1.0, "original direct (mask ignored)": 0.6,
+                "sdpa": 0.8}}]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"meta": {}, "rows": rows}))
+    proc = run("--table", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "| flux | 1.000 | 0.500 | 0.400 | 0.50x | 0.40x | - |" in proc.stdout
+    assert "| flux-mask-bool | 1.200 | 0.600 | 0.800 | 0.50x | 0.67x | 1.20 |" in proc.stdout
+    path.write_text("{not json")
+    proc = run("--table", str(path))
+    assert proc.returncode == 2 and "not a bench_clients JSON" in proc.stderr
+    assert "Traceback" not in proc.stderr
