@@ -65,7 +65,8 @@ def _got_lists(bl, mask, bm_):
     for b in range(bm):
         for h in range(hm):
             for qb in range(-(-Nq // bm_)):
-                f, p = lists[b, h, qb, 0], lists[b, h, qb, 1]
+                q = qb if bl.stride_m else 0  # one set for all query tiles
+                f, p = lists[b, h, q, 0], lists[b, h, q, 1]
                 out[b, h, qb] = (f[1:1 + f[0]].tolist(), p[1:1 + p[0]].tolist())
     return out
 
@@ -116,7 +117,8 @@ def test_key_padding_lists_stop_at_the_padding():
     mask = keep[:, None, None, :].to(DEVICE).expand(4, 8, Nq, Nk)
     k_scales = torch.ones(4, 8, 1024, device=DEVICE)
     bl = block_lists(mask, k_scales, block_m=bm_, block_n=bn, is_causal=False)
-    assert bl.lists.shape[:2] == (4, 1)  # read once per batch, not once per head
+    # Read once per batch, not once per head; one set of lists for every query tile.
+    assert bl.lists.shape[:3] == (4, 1, 1) and bl.stride_m == 0
     for (b, _, _), (full, part) in _got_lists(bl, mask, bm_).items():
         n = lengths[b]
         assert full == list(range(n // bn))

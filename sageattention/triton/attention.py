@@ -104,7 +104,7 @@ def attention_kernel(
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_on, stride_od,
     stride_mb, stride_mh, stride_mm, stride_mn,
-    stride_lb, stride_lh, N_KB,
+    stride_lb, stride_lh, stride_lm, N_KB,
     H, N_BH, KV_GROUP, N_Q, N_K, N_PAD, D, q_scale_mult, lse_scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D_PAD: tl.constexpr,
     Q_MODE: tl.constexpr, IS_CAUSAL: tl.constexpr,
@@ -115,8 +115,9 @@ def attention_kernel(
     """Buffers made by sageattention.triton (K8, KS, V8 and VS on the FP8 path, LSE, KM) are
     contiguous with the shapes of forward.attention_forward, so only the strides of the
     caller's tensors (Q, V, O, MASK) are passed: fewer arguments, a cheaper launch. With a
-    mask, LISTS holds block_map's full and partial key-tile lists (stride_lb, stride_lh: their
-    strides per batch and head, 0 where the mask broadcasts; N_KB + 1 entries per list)."""
+    mask, LISTS holds block_map's full and partial key-tile lists (stride_lb, stride_lh,
+    stride_lm: their strides per batch, head and query tile, 0 where the mask broadcasts;
+    N_KB + 1 entries per list)."""
     # Heaviest causal tiles first: better tail balance across the grid.
     if IS_CAUSAL:
         pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -200,15 +201,15 @@ def attention_kernel(
     if MASK_KIND != 0:
         # block_map sorted this query tile's key tiles: the full ones run as in an unmasked
         # call (no mask read), the partial ones apply the mask, the rest hold no visible key.
-        lst = LISTS + b * stride_lb + h * stride_lh + pid_m.to(tl.int64) * (2 * (N_KB + 1))
-        for i in range(0, tl.load(lst)):
+        lst = LISTS + b * stride_lb + h * stride_lh + pid_m.to(tl.int64) * stride_lm
+        for i in range(tl.load(lst)):
             start_n = tl.load(lst + 1 + i) * BLOCK_N
             acc, l_i, m_i = _attn_block(
                 acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,
                 k_tile, KS, v_tile, m_rows, stride_vn, stride_mn, D,
                 BLOCK_N, D_PAD, IS_CAUSAL, False, 0, PV_FP8, EVEN_D, FP8_ACC_EVERY)
         lst += N_KB + 1
-        for i in range(0, tl.load(lst)):
+        for i in range(tl.load(lst)):
             start_n = tl.load(lst + 1 + i) * BLOCK_N
             acc, l_i, m_i = _attn_block(
                 acc, l_i, m_i, q_i8, q_scale, offs_m, start_n, k_start, k_len, q_len,

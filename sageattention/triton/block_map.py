@@ -15,7 +15,8 @@ becomes full tiles up to the padding, one partial tile at its edge, and no work 
 such a call costs the unmasked call on the unpadded keys plus this one read of the mask.
 
 The lists are made for the broadcast shape of the mask: a [1, 1, Nq, Nk] mask is read once,
-not once per head. Layout of the int32 buffer: [mask batch, mask head, query tile, 2, n_kb + 1]
+not once per head, and a mask that is the same for every query row has one set of lists for
+all query tiles. Layout of the int32 buffer: [mask batch, mask head, query tile, 2, n_kb + 1]
 where [..., 0, :] is the full list and [..., 1, :] the partial list, each starting with its
 length.
 """
@@ -35,10 +36,10 @@ class BlockLists:
     lists: torch.Tensor  # int32, layout in the module docstring
     stride_b: int  # element strides of lists for the attention kernel's (batch, head) index;
     stride_h: int  # 0 where the mask broadcasts over that dimension
+    stride_m: int  # per query tile; 0 when every query row has the same mask (and no causality)
     n_kb: int  # key tiles per list (the capacity); a query tile's two lists take 2 * (n_kb + 1)
 
 
-TILE_EMPTY, TILE_FULL, TILE_PARTIAL = 0, 1, 2
 COMPACT_CHUNK = 1024  # key tiles one step of the compaction handles
 
 
@@ -51,7 +52,8 @@ def _tile_kinds_kernel(
     MASK_KIND: tl.constexpr, IS_CAUSAL: tl.constexpr,
 ):
     """One program per (key tile, query tile, mask batch and head): every tile at once, so the
-    pass runs at the memory's speed however few query tiles there are."""
+    pass runs at the memory's speed however few query tiles there are. Writes the tile's kind:
+    0 empty, 1 full, 2 partial."""
     kb = tl.program_id(0)
     row = tl.program_id(1) + tl.program_id(2) * tl.num_programs(1)  # (map, query tile)
     if row >= N_ROWS:
@@ -132,7 +134,10 @@ def block_lists(attn_mask: torch.Tensor, k_scales: torch.Tensor, *, block_m: int
     smb, smh, smm, smn = attn_mask.stride()
     bm = 1 if smb == 0 else B
     hm = 1 if smh == 0 else H
-    n_qb = triton.cdiv(Nq, block_m)
+    # A mask that is the same for every query row (key padding given as [B, 1, 1, Nk], expanded)
+    # has one set of lists for all query tiles, unless causality makes them differ.
+    shared_rows = smm == 0 and not is_causal
+    n_qb = 1 if shared_rows else triton.cdiv(Nq, block_m)
     n_kb = triton.cdiv(Nk, block_n)
     n_pad = k_scales.shape[-1]
     # One value per (batch, key tile), NaN where any head has a non-finite key there (amax
@@ -141,8 +146,8 @@ def block_lists(attn_mask: torch.Tensor, k_scales: torch.Tensor, *, block_m: int
     if attn_mask.numel() == 0:
         # No (batch, head) pair to run: the attention kernel launches no program either, and
         # an expanded view of nothing has no memory to read.
-        lists = torch.zeros((1, 1, n_qb, 2, n_kb + 1), dtype=torch.int32, device=attn_mask.device)
-        return BlockLists(lists, stride_b=0, stride_h=0, n_kb=n_kb)
+        lists = torch.zeros((1, 1, 1, 2, n_kb + 1), dtype=torch.int32, device=attn_mask.device)
+        return BlockLists(lists, stride_b=0, stride_h=0, stride_m=0, n_kb=n_kb)
     kbad = k_scales.reshape(B, -1, n_pad // block_n, block_n).amax(dim=(1, 3))
     if bm == 1:
         kbad = kbad.amax(dim=0, keepdim=True)
@@ -159,7 +164,8 @@ def block_lists(attn_mask: torch.Tensor, k_scales: torch.Tensor, *, block_m: int
                                         num_warps=4)
     row = 2 * (n_kb + 1)
     return BlockLists(lists, stride_b=0 if bm == 1 else hm * n_qb * row,
-                      stride_h=0 if hm == 1 else n_qb * row, n_kb=n_kb)
+                      stride_h=0 if hm == 1 else n_qb * row, stride_m=0 if shared_rows else row,
+                      n_kb=n_kb)
 
 
 __all__ = ["BlockLists", "block_lists"]

@@ -206,11 +206,11 @@ def attention_forward(
 
     def launch(cfg: TileConfig):
         if attn_mask is None:
-            lists_arg, list_strides = ks, (0, 0, 0)
+            lists_arg, list_strides = ks, (0, 0, 0, 0)
         else:
             bl = block_lists(attn_mask, ks, block_m=cfg.block_m, block_n=cfg.block_n,
                              is_causal=is_causal)
-            lists_arg, list_strides = bl.lists, (bl.stride_b, bl.stride_h, bl.n_kb)
+            lists_arg, list_strides = bl.lists, (bl.stride_b, bl.stride_h, bl.stride_m, bl.n_kb)
         grid = (triton_cdiv(rows, cfg.block_m), min(n_bh, MAX_GRID_Y),
                 triton_cdiv(n_bh, MAX_GRID_Y))
         attention_kernel[grid](
