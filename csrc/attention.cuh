@@ -102,16 +102,25 @@ template <int D_PAD>
 constexpr bool kQInSmem = D_PAD == 64 ? SAGE_Q_SMEM_64 : SAGE_Q_SMEM_128;
 
 // V tile buffers: 2 (the next V tile loads while this tile's P·V runs) or 1 (it loads after
-// P·V, overlapping the next tile's Q·Kᵀ and softmax, as K's copy does): a measurement option
-// that cuts 17 KB per block at D=128, so that FP16 P·V fits two blocks per SM on the cards with
-// ~100 KB of shared memory (53 KB per block fits one; docs/perf-notes.md "Where the time goes
-// next"). SAGE_SMEM_CARVEOUT_PCT (a percentage of the maximum) sets the preferred shared-memory
-// carveout, so that an H100/H200 (228 KB) can stand in for such a card's occupancy.
-#ifndef SAGE_V_STAGES
-#define SAGE_V_STAGES 2
+// P·V, overlapping the next tile's Q·Kᵀ and softmax, as K's copy does). FP16 P·V uses one:
+// at D=128 that takes the block from 53 to 35 KB, so the cards with ~100 KB of shared memory
+// per SM (sm86/89/120) run two blocks per SM instead of one. Measured on the H200 with the
+// carveout of such a card (SAGE_SMEM_CARVEOUT_PCT=43): fp16_cuda D=128 +31-42%; at the H200's
+// own carveout within 2% of two buffers (docs/perf-notes.md row 32). FP8 P·V keeps two (39 KB,
+// already two blocks per SM there; one buffer is not measured). SAGE_V_STAGES_FP16 /
+// SAGE_V_STAGES_FP8 override them for measurements; SAGE_SMEM_CARVEOUT_PCT (a percentage of
+// the maximum) sets the preferred shared-memory carveout, so that an H100/H200 (228 KB) can
+// stand in for such a card's occupancy.
+#ifndef SAGE_V_STAGES_FP16
+#define SAGE_V_STAGES_FP16 1
 #endif
-static_assert(SAGE_V_STAGES == 1 || SAGE_V_STAGES == 2, "SAGE_V_STAGES must be 1 or 2");
-constexpr int kVStages = SAGE_V_STAGES;
+#ifndef SAGE_V_STAGES_FP8
+#define SAGE_V_STAGES_FP8 2
+#endif
+static_assert((SAGE_V_STAGES_FP16 == 1 || SAGE_V_STAGES_FP16 == 2) &&
+              (SAGE_V_STAGES_FP8 == 1 || SAGE_V_STAGES_FP8 == 2), "V stages must be 1 or 2");
+template <int PV>
+constexpr int kVStages = is_fp8(PV) ? SAGE_V_STAGES_FP8 : SAGE_V_STAGES_FP16;
 
 template <int D_PAD, int PV>
 struct SmemLayout {
@@ -122,7 +131,7 @@ struct SmemLayout {
   static constexpr int v_tile = is_fp8(PV) ? D_PAD * v_stride : kCtaK * v_stride;
   // Q's block tile (rows as K's), after the two K and the V stages, when kQInSmem.
   static constexpr int q_tile = kQInSmem<D_PAD> ? kCtaQ<D_PAD> * k_stride : 0;
-  static constexpr int q_offset = 2 * k_tile + kVStages * v_tile;
+  static constexpr int q_offset = 2 * k_tile + kVStages<PV> * v_tile;
   static constexpr int bytes = q_offset + q_tile;
 };
 
@@ -495,11 +504,11 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
     if (has_next) ptx::cp_async_wait<1>();  // this tile's V has landed
     else ptx::cp_async_wait<0>();
     __syncthreads();
-    if constexpr (kVStages == 2) {
+    if constexpr (kVStages<PV> == 2) {
       if (has_next) load_v_tile<D_PAD, PV, VT>(p, v_smem_u32 + (stage ^ 1) * L::v_tile, b, hk, tile + 1);
       ptx::cp_async_commit();
     }
-    const uint32_t vs = v_lane + (kVStages == 2 ? stage : 0) * L::v_tile;
+    const uint32_t vs = v_lane + (kVStages<PV> == 2 ? stage : 0) * L::v_tile;
 
     // O += P · V. The loop runs over pairs of n8 output tiles outside and the key steps inside,
     // so the modes that accumulate one key tile separately (fp16 accumulators, two-level FP8)
@@ -593,7 +602,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
       }
 #endif
     }
-    if constexpr (kVStages == 1) {
+    if constexpr (kVStages<PV> == 1) {
       // One V buffer: the next tile's V may overwrite it once every warp's P·V has read it.
       // (The commit order stays K(t+1), V(t+1) per tile, so the waits above are unchanged.)
       if (has_next) {
