@@ -245,8 +245,8 @@ def markdown_table(rows: list) -> str:
     """The README's table of a bench_clients JSON: ms of ours, the original and SDPA per shape,
     and for masked shapes our masked call against our unmasked call. On masked shapes the
     original's figure is its direct call, which ignores the mask (a wrong result)."""
-    lines = ["| shape | ours ms | original ms | SDPA ms | our speed vs original | vs SDPA "
-             "| our masked / unmasked time |", "|---|---|---|---|---|---|---|"]
+    lines = [("| shape | ours ms | original ms | SDPA ms | our speed vs original | vs SDPA "
+              "| our masked / unmasked time |"), "|---|---|---|---|---|---|---|"]
     for r in rows:
         ms = r["ms"]
 

@@ -19,7 +19,7 @@ pytest.importorskip("triton")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from triton_aot import SMEM_PER_BLOCK  # noqa: E402
+from triton_aot import SMEM_PER_BLOCK
 
 # Every Triton attention kernel a call can run on each arch, with the masks clients send
 # (mask_kind 1 bool; 2 additive) and unmasked (0): FP16 P·V everywhere (sageattn on sm80/86 and

@@ -20,7 +20,6 @@ from triton.compiler import ASTSource
 from sageattention import granularity
 from sageattention.triton import attention, block_map, forward
 
-
 # Shared memory one block may use (the opt-in maximum) per arch: sm80 163 KB, sm86/89/120
 # 99 KB, sm90 227 KB.
 SMEM_PER_BLOCK = {80: 166912, 86: 101376, 89: 101376, 90: 232448, 120: 101376}

@@ -13,13 +13,13 @@ import torch
 from .. import granularity, ops
 from .attention import attention_kernel
 from .block_map import block_lists
+from .quant import k_mean, kv_stats, pad_to, quantize_int8, quantize_v_fp8
 
-try:  # Triton >= 2.1
+try:  # Triton >= 2.1: raised before a kernel runs when the GPU lacks its shared memory
     from triton.runtime.errors import OutOfResources
 except ImportError:  # pragma: no cover - older Triton: nothing to catch
-    class OutOfResources(Exception):  # noqa: N818 - Triton's name
+    class OutOfResources(Exception):
         pass
-from .quant import k_mean, kv_stats, pad_to, quantize_int8, quantize_v_fp8
 
 LOG2E = 1.4426950408889634
 # MASK_KIND of attention_kernel
