@@ -61,11 +61,10 @@ def attention_case(case: dict):
              "MASK": {0: "*fp32", 1: "*i1", 2: f"*{dtype}"}[mask_kind],
              "q_scale_mult": "fp32", "lse_scale": "fp32"}
     types.update({name: "*fp32" for name in ("KS", "VS", "LSE", "KM", "CU_Q", "CU_K")})
-    constexprs = dict(
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, D_PAD=d_pad,
-        Q_MODE=granularity.q_mode("per_thread"), IS_CAUSAL=causal, MASK_KIND=mask_kind,
-        PV_FP8=pv_fp8, RETURN_LSE=False, HAS_KM=False, VARLEN=False, EVEN_D=d == d_pad,
-        FP8_ACC_EVERY=forward.fp8_accumulate_every("fp32+fp32", cfg.block_n) if pv_fp8 else 0)
+    constexprs = forward.kernel_constants(
+        cfg, d=d, q_mode=granularity.q_mode("per_thread"), is_causal=causal,
+        mask_kind=mask_kind, pv_fp8=pv_fp8, pv_accum="fp32+fp32", return_lse=False,
+        has_km=False, varlen=False)
     return attention.attention_kernel, types, constexprs, cfg.num_warps, cfg.num_stages
 
 

@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-MAX_GRID_Y = 65535
+MAX_GRID_Y = 65535  # CUDA's limit on grid dimensions y and z (forward.py uses it too)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import torch
 
 from .. import granularity, ops
 from .attention import attention_kernel
-from .block_map import block_lists
+from .block_map import MAX_GRID_Y, block_lists
 from .quant import k_mean, kv_stats, pad_to, quantize_int8, quantize_v_fp8
 
 try:  # Triton >= 2.1: raised before a kernel runs when the GPU lacks its shared memory
@@ -24,7 +24,6 @@ except ImportError:  # pragma: no cover - older Triton: nothing to catch
 LOG2E = 1.4426950408889634
 # MASK_KIND of attention_kernel
 MASK_NONE, MASK_BOOL, MASK_ADD = 0, 1, 2
-MAX_GRID_Y = 65535  # CUDA's limit on grid dimensions y and z
 
 
 @dataclass(frozen=True)
@@ -219,11 +218,9 @@ def attention_forward(
             mask_arg, lists_arg, cu_seqlens_q if varlen else ks, cu_seqlens_k if varlen else ks,
             *q.stride(), *v_strides, *out.stride(), *mask_strides, *list_strides,
             Hq, n_bh, Hq // Hkv, Nq, Nk, n_pad, D, sm_scale * LOG2E, sm_scale,
-            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, D_PAD=d_pad,
-            Q_MODE=q_mode, IS_CAUSAL=bool(is_causal),
-            MASK_KIND=mask_kind, PV_FP8=bool(pv_fp8), RETURN_LSE=need_lse,
-            HAS_KM=km is not None, VARLEN=varlen, EVEN_D=(D == d_pad),
-            FP8_ACC_EVERY=fp8_accumulate_every(pv_accum, cfg.block_n) if pv_fp8 else 0,
+            **kernel_constants(cfg, d=D, q_mode=q_mode, is_causal=is_causal,
+                               mask_kind=mask_kind, pv_fp8=pv_fp8, pv_accum=pv_accum,
+                               return_lse=need_lse, has_km=km is not None, varlen=varlen),
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )
 
@@ -236,6 +233,20 @@ def attention_forward(
             mean = mean * torch.isfinite(lse)[..., None]
         out += mean.to(out.dtype)
     return lse if return_lse else None
+
+
+def kernel_constants(cfg: TileConfig, *, d: int, q_mode: int, is_causal: bool, mask_kind: int,
+                     pv_fp8: bool, pv_accum: str, return_lse: bool, has_km: bool,
+                     varlen: bool) -> dict:
+    """The compile-time arguments of attention_kernel for a call (tests/triton_aot.py compiles
+    the same ones for each arch)."""
+    d_pad = head_dim_padded(d)
+    return dict(
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, D_PAD=d_pad,
+        Q_MODE=q_mode, IS_CAUSAL=bool(is_causal),
+        MASK_KIND=mask_kind, PV_FP8=bool(pv_fp8), RETURN_LSE=bool(return_lse),
+        HAS_KM=bool(has_km), VARLEN=bool(varlen), EVEN_D=(d == d_pad),
+        FP8_ACC_EVERY=fp8_accumulate_every(pv_accum, cfg.block_n) if pv_fp8 else 0)
 
 
 def launch_fitting(launch, cfg: TileConfig, kind: tuple) -> TileConfig:
