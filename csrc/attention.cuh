@@ -7,9 +7,11 @@
 // through shared memory, double-buffered with cp.async: the next K tile loads while this
 // tile's scores are computed, the next V tile while P·V runs.
 //
-// Inputs (all produced by quant.cu / quant_v_fp8.cu, see sageattention/granularity.py):
-//   q8 int8 [B, Hq, nq_pad, D_PAD], q_scale fp32 (per_warp: one per 32 rows; per_thread: 8 per
-//     32 rows, row r uses (r / 32) * 8 + r % 8) - already multiplied by sm_scale * log2(e);
+// Inputs (produced by quant.cu / quant_v_fp8.cu, see sageattention/granularity.py):
+//   Q as the caller gave it (fp16/bf16, raw_q), which each warp quantizes into its registers
+//     (q_fragments.cuh), or quant_int8's q8 int8 [B, Hq, nq_pad, D_PAD] with q_scale fp32
+//     (per_warp: one per 32 rows; per_thread: 8 per 32 rows, row r uses (r / 32) * 8 + r % 8);
+//     either way the scales carry sm_scale * log2(e);
 //   k8 int8 [B, Hkv, nk_pad, D_PAD] (K minus its channel mean), k_scale fp32 (per_warp: one per
 //     64 keys; per_thread: 4 per 64 keys, key r uses (r / 64) * 4 + (r % 8) / 2);
 //   FP16 path: V as given ([B, Hkv, Nk, D] with any 16-byte-aligned strides, unit channel
@@ -30,6 +32,7 @@
 #include <type_traits>
 
 #include "ptx.cuh"
+#include "q_fragments.cuh"
 #include "torch_api.h"
 
 // m16 row tiles per warp for D 64 and 128 (overridable for measurements, docs/perf-notes.md).
@@ -71,6 +74,9 @@ enum PvMode : int {
 constexpr bool is_fp8(int pv) { return pv >= kPvF8AccF32; }
 
 struct AttnParams {
+  // Q: raw_q.data set = the kernel quantizes Q itself (q_fragments.cuh); otherwise q8 and
+  // q_scale are quant_int8's output.
+  RawQ raw_q;
   const int8_t* q8;
   const float* q_scale;
   const int8_t* k8;
@@ -280,7 +286,20 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
     for (int it = 0; it < kIters; ++it)
       ptx::cp_async_16_full(dst + it * (kWarps * 32 / kCpr) * L::k_stride,
                             src + it * kWarps * 32 * 16);
+  }
+  // Every row a thread holds (g, g + 8, g + 16, g + 24 of its warp's 32) shares one scale:
+  // quant_int8's, or the one the kernel computes while quantizing Q itself.
+  float q_scale;
+  if constexpr (kQSmem) {
+    q_scale = p.per_thread ? p.q_scale[bh * (p.nq_pad / 32 * 8) + (q0 / 32) * 8 + g]
+                           : p.q_scale[bh * (p.nq_pad / 32) + q0 / 32];
+  } else if (p.raw_q.data != nullptr) {
+    q_scale = p.raw_q.bf16
+                  ? quantize_q_fragments<__nv_bfloat16>(p.raw_q, b, h, q0, p.Nq, p.D, !p.per_thread, qf)
+                  : quantize_q_fragments<__half>(p.raw_q, b, h, q0, p.Nq, p.D, !p.per_thread, qf);
   } else {
+    q_scale = p.per_thread ? p.q_scale[bh * (p.nq_pad / 32 * 8) + (q0 / 32) * 8 + g]
+                           : p.q_scale[bh * (p.nq_pad / 32) + q0 / 32];
     const int8_t* q = p.q8 + (bh * p.nq_pad + q0) * D_PAD;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
@@ -293,10 +312,6 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
         qf[mt][kc][3] = *reinterpret_cast<const uint32_t*>(r0 + 8 * D_PAD + 16);
       }
   }
-  // Every row a thread holds (g, g + 8, g + 16, g + 24 of its warp's 32) shares one scale.
-  const float q_scale =
-      p.per_thread ? p.q_scale[bh * (p.nq_pad / 32 * 8) + (q0 / 32) * 8 + g]
-                   : p.q_scale[bh * (p.nq_pad / 32) + q0 / 32];
   const int k_scale_step = p.per_thread ? 4 : 1;  // scales per key tile
   const float* k_scale = p.k_scale + bhk * (p.nk_pad / kCtaK) * k_scale_step + (p.per_thread ? t : 0);
   float k_scale_cur = k_scale[0];
@@ -678,31 +693,57 @@ void launch_attention(const AttnParams& p, int B, cudaStream_t stream) {
   SAGE_LAUNCH_CHECK();
 }
 
-// Checks shared by both ops (shapes and dtypes of the quantized inputs).
-inline void check_quantized(const Tensor& q8, const Tensor& q_scale, const Tensor& k8,
+// Whether the op was given Q itself (float16 / bfloat16, quantized by the kernel) rather than
+// quant_int8's INT8 Q and scales.
+inline bool is_raw_q(const Tensor& q) {
+  return q.scalar_type() == kHalf || q.scalar_type() == kBFloat16;
+}
+
+// The kernel quantizes raw Q into registers only in the default build (Q's fragments in
+// registers, two m16 tiles = one 32-row scale group per warp).
+constexpr bool kRawQBuilt = !kQInSmem<64> && !kQInSmem<128> && kMTiles<64> == 2 && kMTiles<128> == 2;
+
+// Checks shared by both ops (shapes and dtypes of Q and the quantized K).
+inline void check_quantized(const Tensor& q, const Tensor& q_scale, const Tensor& k8,
                             const Tensor& k_scale, int64_t nq, bool per_thread,
                             const char* op) {
-  SAGE_CHECK(q8.is_cuda() && k8.is_cuda(), op, ": q8 and k8 must be CUDA tensors");
-  SAGE_CHECK(q8.scalar_type() == kInt8 && k8.scalar_type() == kInt8, op,
-              ": q8 and k8 must be int8");
-  SAGE_CHECK(q8.dim() == 4 && k8.dim() == 4 && q8.is_contiguous() && k8.is_contiguous(), op,
-              ": q8 and k8 must be contiguous [B, H, N_pad, D_pad]");
-  SAGE_CHECK(q_scale.scalar_type() == kFloat && k_scale.scalar_type() == kFloat &&
-                  q_scale.is_contiguous() && k_scale.is_contiguous(),
-              op, ": scales must be contiguous float32");
-  const int64_t B = q8.size(0), Hq = q8.size(1), nq_pad = q8.size(2), d_pad = q8.size(3);
+  SAGE_CHECK(q.is_cuda() && k8.is_cuda(), op, ": q and k8 must be CUDA tensors");
+  SAGE_CHECK(k8.scalar_type() == kInt8 && (q.scalar_type() == kInt8 || is_raw_q(q)), op,
+              ": q8 and k8 must be int8 (or q float16/bfloat16, quantized by the kernel)");
+  SAGE_CHECK(q.dim() == 4 && k8.dim() == 4 && k8.is_contiguous(), op,
+              ": q and k8 must be 4-d, k8 contiguous [B, H, N_pad, D_pad]");
+  SAGE_CHECK(k_scale.scalar_type() == kFloat && k_scale.is_contiguous(), op,
+              ": scales must be contiguous float32");
+  const int64_t B = q.size(0), Hq = q.size(1), d_pad = k8.size(3);
   const int64_t Hkv = k8.size(1), nk_pad = k8.size(2);
   SAGE_CHECK(d_pad == 64 || d_pad == 128, op, ": padded head dim must be 64 or 128, got ", d_pad);
-  SAGE_CHECK(k8.size(0) == B && k8.size(3) == d_pad, op, ": k8 must match q8 in batch and D");
+  SAGE_CHECK(k8.size(0) == B, op, ": k8 must match q in batch");
   SAGE_CHECK(Hkv > 0 && Hq % Hkv == 0, op, ": q heads must be a multiple of k heads");
-  SAGE_CHECK(nq_pad % kQPad == 0 && nq >= 0 && nq <= nq_pad, op,
-              ": q8 rows must be padded to a multiple of ", kQPad, " covering nq");
   SAGE_CHECK(nk_pad % kCtaK == 0, op, ": k8 rows must be padded to a multiple of ", kCtaK);
   SAGE_CHECK(B <= 65535 && Hq <= 65535, op, ": batch and heads must each be <= 65535");
-  SAGE_CHECK(q_scale.numel() == B * Hq * (nq_pad / 32) * (per_thread ? 8 : 1), op,
-              ": q_scale has the wrong size for this granularity");
   SAGE_CHECK(k_scale.numel() == B * Hkv * (nk_pad / kCtaK) * (per_thread ? 4 : 1), op,
               ": k_scale has the wrong size for this granularity");
+  if (is_raw_q(q)) {
+    SAGE_CHECK(kRawQBuilt, op, ": this build keeps Q in shared memory or changes the warp's "
+               "rows; pass quant_int8's output");
+    SAGE_CHECK(q.size(2) == nq && q.size(3) <= d_pad && q.size(3) > d_pad - 64 &&
+                   q.size(3) % 8 == 0,
+               op, ": q must be [B, Hq, nq, D] with D a multiple of 8 that pads to k8's");
+    SAGE_CHECK(q.stride(3) == 1 && q.stride(0) % 4 == 0 && q.stride(1) % 4 == 0 &&
+                   q.stride(2) % 4 == 0 && reinterpret_cast<uintptr_t>(q.data_ptr()) % 8 == 0,
+               op, ": q needs unit channel stride and 8-byte aligned rows (else quant_int8 it)");
+    SAGE_CHECK(nq <= INT32_MAX, op, ": too many query rows");
+    return;
+  }
+  const int64_t nq_pad = q.size(2);
+  SAGE_CHECK(q.is_contiguous() && q.size(3) == d_pad, op,
+             ": q8 must be contiguous [B, H, N_pad, D_pad] like k8");
+  SAGE_CHECK(q_scale.scalar_type() == kFloat && q_scale.is_contiguous(), op,
+              ": scales must be contiguous float32");
+  SAGE_CHECK(nq_pad % kQPad == 0 && nq >= 0 && nq <= nq_pad, op,
+              ": q8 rows must be padded to a multiple of ", kQPad, " covering nq");
+  SAGE_CHECK(q_scale.numel() == B * Hq * (nq_pad / 32) * (per_thread ? 8 : 1), op,
+              ": q_scale has the wrong size for this granularity");
 }
 
 // The output [B, Hq, nq, D] (or [B, nq, Hq, D] with nhd) and the LSE [B, Hq, nq] (empty
@@ -717,14 +758,20 @@ inline std::tuple<Tensor, Tensor> allocate_outputs(const Tensor& like, int64_t B
 
 // The kernel parameters both ops fill alike (quantized Q and K, output layout, shapes); the
 // caller adds V's pointer, strides and scales.
-inline AttnParams common_params(const Tensor& q8, const Tensor& q_scale, const Tensor& k8,
+inline AttnParams common_params(const Tensor& q, const Tensor& q_scale, const Tensor& k8,
                                 const Tensor& k_scale, const Tensor& out, const Tensor& lse,
                                 int64_t nq, int64_t nk, int64_t D, bool nhd, bool per_thread,
-                                bool out_bf16) {
-  const int64_t Hq = q8.size(1);
+                                bool out_bf16, double q_scale_mul) {
+  const int64_t Hq = q.size(1);
   AttnParams p{};
-  p.q8 = ptr<int8_t>(q8);
-  p.q_scale = ptr<float>(q_scale);
+  if (is_raw_q(q)) {
+    p.raw_q = RawQ{q.data_ptr(), q.stride(0), q.stride(1), q.stride(2),
+                   static_cast<float>(q_scale_mul), q.scalar_type() == kBFloat16};
+  } else {
+    p.q8 = ptr<int8_t>(q);
+    p.q_scale = ptr<float>(q_scale);
+    p.nq_pad = static_cast<int>(q.size(2));
+  }
   p.k8 = ptr<int8_t>(k8);
   p.k_scale = ptr<float>(k_scale);
   p.out = out.data_ptr();
@@ -732,7 +779,7 @@ inline AttnParams common_params(const Tensor& q8, const Tensor& q_scale, const T
   p.o_sb = nq * Hq * D, p.o_sh = nhd ? D : nq * D, p.o_sn = nhd ? Hq * D : D;
   p.Hq = static_cast<int>(Hq), p.Hkv = static_cast<int>(k8.size(1));
   p.Nq = static_cast<int>(nq), p.Nk = static_cast<int>(nk), p.D = static_cast<int>(D);
-  p.nq_pad = static_cast<int>(q8.size(2)), p.nk_pad = static_cast<int>(k8.size(2));
+  p.nk_pad = static_cast<int>(k8.size(2));
   p.per_thread = per_thread;
   p.out_bf16 = out_bf16;
   return p;

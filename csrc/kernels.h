@@ -15,11 +15,14 @@ std::tuple<Tensor, Tensor, Tensor> quant_int8(const Tensor& x, int64_t mode,
                                               bool smooth, double scale_mul, bool per_row);
 
 // INT8 Q·Kᵀ + FP16/BF16 P·V -> (out [B, Hq, nq, D] or [B, nq, Hq, D] if nhd, lse); attn_fp16.cu.
-std::tuple<Tensor, Tensor> attn_int8_fp16(const Tensor& q8, const Tensor& q_scale,
+// q is quant_int8's INT8 Q with its scales q_scale, or Q itself (float16 / bfloat16
+// [B, Hq, nq, D], unit channel stride, 8-byte aligned rows; q_scale unused), which the kernel
+// quantizes with the same arithmetic, its scales multiplied by q_scale_mul (q_fragments.cuh).
+std::tuple<Tensor, Tensor> attn_int8_fp16(const Tensor& q, const Tensor& q_scale,
                                           const Tensor& k8, const Tensor& k_scale,
                                           const Tensor& v, int64_t nq, bool nhd,
                                           bool causal, bool per_thread, int64_t pv_mode,
-                                          bool return_lse);
+                                          bool return_lse, double q_scale_mul);
 
 // v [B, H, N, D] -> (e4m3 bytes [B, H, d_pad, n_pad] transposed, scale [B, H, d_pad],
 // mean [B, H, D]); quant_v_fp8.cu.
@@ -27,13 +30,14 @@ std::tuple<Tensor, Tensor, Tensor> quant_v_fp8(const Tensor& v, int64_t n_pad,
                                                int64_t d_pad, bool smooth,
                                                double max_value);
 
-// INT8 Q·Kᵀ + FP8 P·V; attn_fp8.cu.
-std::tuple<Tensor, Tensor> attn_int8_fp8(const Tensor& q8, const Tensor& q_scale,
+// INT8 Q·Kᵀ + FP8 P·V (q as for attn_int8_fp16); attn_fp8.cu.
+std::tuple<Tensor, Tensor> attn_int8_fp8(const Tensor& q, const Tensor& q_scale,
                                          const Tensor& k8, const Tensor& k_scale,
                                          const Tensor& v8, const Tensor& v_scale,
                                          int64_t nq, int64_t nk, int64_t head_dim,
                                          bool nhd, bool causal, bool per_thread,
-                                         int64_t pv_mode, bool return_lse, bool out_bf16);
+                                         int64_t pv_mode, bool return_lse, bool out_bf16,
+                                         double q_scale_mul);
 
 bool fp8_f16_accum_compiled();
 

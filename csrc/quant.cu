@@ -20,6 +20,7 @@
 // key spoils exactly its own scores); mean fp32 [B, H, D] (zeros without smoothing). The input may have any
 // strides; offsets are 64-bit.
 #include "channel_stats.cuh"
+#include "int8_code.cuh"
 #include "kernels.h"
 
 namespace sageattention {
@@ -27,8 +28,6 @@ namespace {
 
 constexpr int kTile = 64;       // rows per block in pass 2 (the K scale tile)
 constexpr int kThreads = 256;   // 8 warps
-// The scale of a group or row that held a NaN or an infinity.
-__device__ __forceinline__ float poisoned_scale() { return __int_as_float(0x7fc00000); }
 
 __host__ __device__ __forceinline__ int groups_per_tile(int mode) {
   return mode == 1 ? 2 : mode == 2 ? 16 : mode == 3 ? 4 : 1;
@@ -119,7 +118,7 @@ __global__ void quant_int8_kernel(const T* __restrict__ x, Strides s, int N, int
         g = fmaxf(g, __uint_as_float(row_amax[r]));
         bad = bad || row_bad[r];
       }
-    g = fmaxf(g, 1e-30f);
+    g = fmaxf(g, kMinAmax);
     group_amax[threadIdx.x] = g;
     if (!per_row) {
       scales[slab * (static_cast<int64_t>(n_pad / kTile) * n_groups) + blockIdx.x * n_groups +
@@ -138,13 +137,7 @@ __global__ void quant_int8_kernel(const T* __restrict__ x, Strides s, int N, int
     const float inv = 127.f / group_amax[group_in_tile(r, mode)];
     uint32_t packed[2] = {0u, 0u};
 #pragma unroll
-    for (int e = 0; e < 8; ++e) {
-      float v = tile[r * d_pad + c + e] * inv;
-      v = v >= 0.f ? v + 0.5f : v - 0.5f;
-      v = fminf(fmaxf(v, -127.f), 127.f);
-      const uint32_t q = static_cast<uint8_t>(static_cast<int8_t>(__float2int_rz(v)));
-      packed[e / 4] |= q << (8 * (e % 4));
-    }
+    for (int e = 0; e < 8; ++e) packed[e / 4] |= int8_code(tile[r * d_pad + c + e], inv) << (8 * (e % 4));
     *reinterpret_cast<uint2*>(out + r * d_pad + c) = make_uint2(packed[0], packed[1]);
   }
 }

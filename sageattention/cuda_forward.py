@@ -5,13 +5,15 @@ to 128, no attn_mask, per_warp or per_thread scales, at least one key. Anything 
 GPU or build without the kernels) runs the Triton path, which covers the whole API;
 ``unsupported_reason`` says why, so tests and ``python -m sageattention doctor`` can show it.
 
-One call is: Q -> INT8 (one pass, sm_scale * log2(e) folded into its scales), K -> mean +
-INT8 (two passes), on the FP8 path V -> e4m3 transposed (two passes), then the attention
-kernel, which writes the output directly in the caller's layout.
+One call is: K -> mean + INT8 (two passes), on the FP8 path V -> e4m3 transposed (two passes),
+then the attention kernel, which quantizes Q itself as it loads it (sm_scale * log2(e) folded
+into its scales; csrc/q_fragments.cuh) and writes the output directly in the caller's layout.
+A Q whose rows are not 8-byte aligned goes through one quantization pass first instead.
 """
 from __future__ import annotations
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 
 from . import _checks, granularity, ops
 
@@ -19,6 +21,9 @@ LOG2E = 1.4426950408889634
 MAX_HEAD_DIM = 128
 MAX_GRID = 65535  # batch and query heads are grid dimensions of the attention kernel
 Q_PAD = 128  # quantized Q rows are padded to the attention kernel's largest block (kQPad)
+# The attention kernel quantizes Q as it loads it (no separate pass) when Q's rows allow it;
+# False always runs the separate pass (for measurements: docs/perf-notes.md row 33).
+QUANTIZE_Q_IN_KERNEL = True
 
 # pv_mode codes of the attention ops (csrc/attention.cuh, enum PvMode).
 _FP16_MODES = {"fp32": 0, "fp16+fp32": 1, "fp16": 1}
@@ -88,18 +93,23 @@ def attention_forward(q, k, v, *, sm_scale: float, tensor_layout: str, is_causal
     nq_pad = _pad(Nq, Q_PAD)
     nk_pad = _pad(Nk, granularity.K_BLOCK)
     cuda = torch.ops.sageattention_C
-    q8, qs, _ = cuda.quant_int8(qh, q_mode, nq_pad, d_pad, False, float(sm_scale) * LOG2E)
+    q_mul = float(sm_scale) * LOG2E
+    if QUANTIZE_Q_IN_KERNEL and kernel_reads_q(qh):
+        q8, qs = qh, qh.new_empty(0, dtype=torch.float32)  # no scales: the kernel makes them
+    else:
+        q8, qs, _ = cuda.quant_int8(qh, q_mode, nq_pad, d_pad, False, q_mul)
+        q_mul = 1.0
     k8, ks, km = cuda.quant_int8(kh, k_mode, nk_pad, d_pad, bool(smooth_k), 1.0)
     mode = pv_mode(pv_fp8, pv_accum)
     group = Hq // Hkv
     if not pv_fp8:
         out, lse = cuda.attn_int8_fp16(q8, qs, k8, ks, vh, Nq, nhd, bool(is_causal), per_thread,
-                                       mode, bool(return_lse))
+                                       mode, bool(return_lse), q_mul)
     else:
         v8, vs, vm = cuda.quant_v_fp8(vh, nk_pad, d_pad, bool(smooth_v), FP8_V_MAX[mode])
         out, lse = cuda.attn_int8_fp8(q8, qs, k8, ks, v8, vs, Nq, Nk, D, nhd, bool(is_causal),
                                       per_thread, mode, bool(return_lse),
-                                      q.dtype == torch.bfloat16)
+                                      q.dtype == torch.bfloat16, q_mul)
         if smooth_v:
             # V was quantized with its channel mean removed; every row of P sums to 1.
             mean = vm.repeat_interleave(group, dim=1).to(out.dtype)  # [B, Hq, D]
@@ -109,6 +119,15 @@ def attention_forward(q, k, v, *, sm_scale: float, tensor_layout: str, is_causal
         shift = torch.einsum("bhnd,bhd->bhn", qh.float(), km.repeat_interleave(group, dim=1))
         lse += shift * float(sm_scale)
     return out, lse
+
+
+def kernel_reads_q(q: torch.Tensor) -> bool:
+    """Whether the attention kernel can load this [B, H, N, D] Q itself: 8-byte chunks of four
+    channels, so unit channel stride and every row 8-byte aligned."""
+    if q.stride(3) != 1 or any(s % 4 for s in q.stride()[:3]):
+        return False
+    # A fake tensor (shape tracing) has no address to check; either answer gives the same shapes.
+    return isinstance(q, FakeTensor) or q.data_ptr() % 8 == 0
 
 
 def _pad(n: int, multiple: int) -> int:

@@ -73,3 +73,17 @@ def test_cuda_path_declines_what_only_triton_implements():
                                                      device="cuda"))
         empty_k = torch.empty(1, 2, 0, 64, dtype=torch.float16, device="cuda")
         assert "no keys" in _reason(q, empty_k)
+
+
+def test_which_q_the_attention_kernel_loads_itself():
+    # 8-byte chunks of four channels: unit channel stride, strides in multiples of 4 elements,
+    # an 8-byte aligned start; anything else goes through the quantization pass first.
+    base = torch.empty(2 * 3 * 50 * 64 + 8, dtype=torch.float16)
+    q = base[:2 * 3 * 50 * 64].view(2, 3, 50, 64)
+    assert cuda_forward.kernel_reads_q(q)
+    assert cuda_forward.kernel_reads_q(q.transpose(1, 2).contiguous().transpose(1, 2))  # NHD
+    assert cuda_forward.kernel_reads_q(base[4:4 + 2 * 3 * 50 * 64].view(2, 3, 50, 64))
+    assert not cuda_forward.kernel_reads_q(base[2:2 + 2 * 3 * 50 * 64].view(2, 3, 50, 64))
+    assert not cuda_forward.kernel_reads_q(q.transpose(2, 3).contiguous().transpose(2, 3))
+    wide = torch.empty(2, 3, 50, 66, dtype=torch.float16)
+    assert not cuda_forward.kernel_reads_q(wide[..., :64])  # row stride 66

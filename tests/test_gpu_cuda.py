@@ -237,6 +237,74 @@ def test_compiled_quantization_matches_the_model(seed, dtype, mode, strided):
     assert torch.all(x8[:, :, 300:] == 0) and torch.all(x8[..., 96:] == 0)
 
 
+def _forward(q, k, v, *, q_in_kernel, layout="HND", **kw):
+    """cuda_forward.attention_forward with Q quantized by the attention kernel or by the
+    separate quant_int8 pass."""
+    saved = cuda_forward.QUANTIZE_Q_IN_KERNEL
+    cuda_forward.QUANTIZE_Q_IN_KERNEL = q_in_kernel
+    try:
+        args = dict(sm_scale=q.shape[-1] ** -0.5, tensor_layout=layout, is_causal=False,
+                    smooth_k=True, smooth_v=False, qk_quant_gran="per_thread", pv_fp8=False,
+                    pv_accum="fp32", return_lse=True)
+        args.update(kw)
+        return cuda_forward.attention_forward(q, k, v, **args)
+    finally:
+        cuda_forward.QUANTIZE_Q_IN_KERNEL = saved
+
+
+@pytest.mark.parametrize("fn,accum", [("fp16", "fp32"), ("fp16", "fp16+fp32"), ("fp8", "fp32+fp32"),
+                                      ("fp8", "fp32+fp16")])
+@pytest.mark.parametrize("gran", ["per_warp", "per_thread"])
+@pytest.mark.parametrize("d", [64, 128, 40, 96])
+@pytest.mark.parametrize("layout", ["HND", "NHD"])
+def test_q_quantized_in_the_kernel_is_bit_identical_to_the_quantization_pass(seed, fn, accum,
+                                                                             gran, d, layout):
+    # The kernel's own quantization of Q (csrc/q_fragments.cuh) must give quant_int8's bytes and
+    # scales, so the whole output and LSE are identical: ragged lengths, GQA, causal, bf16,
+    # big tokens, and non-finite Q values (their scale group turns NaN in both).
+    fp8 = fn == "fp8"
+    if fp8 and not _fp8():
+        pytest.skip("no FP8 unit for this GPU")
+    for causal, dtype, kind in ((False, torch.float16, "randn"), (True, torch.bfloat16, "big_tokens")):
+        q, k, v = make_qkv(2, 6, 2, 333, 397, d, dtype=dtype, kind=kind, device="cuda",
+                           layout=layout)
+        qh = q.transpose(1, 2) if layout == "NHD" else q
+        qh[0, 1, 40, 3] = float("nan")  # a per_thread group of rows 32-63, or the warp's rows
+        qh[1, 5, 330, 0] = float("inf")
+        assert cuda_forward.kernel_reads_q(qh)
+        kw = dict(layout=layout, is_causal=causal, qk_quant_gran=gran, pv_fp8=fp8, pv_accum=accum)
+        fused = _forward(q, k, v, q_in_kernel=True, **kw)
+        pass_ = _forward(q, k, v, q_in_kernel=False, **kw)
+        for a, b in zip(fused, pass_):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+        out = fused[0]
+        bad = out.isnan().any(dim=-1)  # [B, N, H] or [B, H, N]
+        assert bad.any() and not bad.all()
+
+
+def test_unaligned_q_takes_the_quantization_pass(seed, spy):
+    # Q starting 2 elements into its storage cannot be loaded in 8-byte chunks: the call
+    # quantizes it in a separate pass; the op itself refuses such a Q.
+    flat = torch.randn(2 * 4 * 300 * 64 + 2, device="cuda", dtype=torch.float16)
+    q = flat[2:].view(2, 4, 300, 64)
+    k, v = make_qkv(2, 4, 4, 300, 300, 64, device="cuda")[1:]
+    assert not cuda_forward.kernel_reads_q(q)
+    _check(sa.sageattn_qk_int8_pv_fp16_cuda(q, k, v), reference.attention_fp64(q, k, v), False,
+           q.dtype)
+    assert spy == [False]
+    C = torch.ops.sageattention_C
+    k8, k_scale, _ = C.quant_int8(k, 3, 320, 64, True, 1.0)
+    none = torch.empty(0, device="cuda")
+    with pytest.raises(RuntimeError, match="attn_int8_fp16: q needs unit channel stride and 8-byte"):
+        C.attn_int8_fp16(q, none, k8, k_scale, v, 300, False, False, True, 0, False, 0.18)
+    with pytest.raises(RuntimeError, match="attn_int8_fp16: q and v must have the same head dim"):
+        C.attn_int8_fp16(q[..., :56].contiguous(), none, k8, k_scale, v, 300, False, False, True,
+                         0, False, 0.18)
+    with pytest.raises(RuntimeError, match=r"attn_int8_fp16: q must be \[B, Hq, nq, D\]"):
+        C.attn_int8_fp16(q.contiguous(), none, k8, k_scale, v, 200, False, False, True, 0, False,
+                         0.18)
+
+
 @pytest.mark.parametrize("smooth", [False, True])
 def test_fp8_v_quantization_layout(seed, smooth):
     if not _fp8():

@@ -25,19 +25,20 @@ void dispatch_pv(const AttnParams& p, int B, int64_t pv_mode, cudaStream_t strea
 
 bool fp8_f16_accum_compiled() { return SAGE_FP8_F16_ACCUM != 0; }
 
-std::tuple<Tensor, Tensor> attn_int8_fp8(const Tensor& q8, const Tensor& q_scale,
+std::tuple<Tensor, Tensor> attn_int8_fp8(const Tensor& q, const Tensor& q_scale,
                                          const Tensor& k8, const Tensor& k_scale,
                                          const Tensor& v8, const Tensor& v_scale,
                                          int64_t nq, int64_t nk, int64_t head_dim,
                                          bool nhd, bool causal, bool per_thread,
-                                         int64_t pv_mode, bool return_lse, bool out_bf16) {
+                                         int64_t pv_mode, bool return_lse, bool out_bf16,
+                                         double q_scale_mul) {
   const char* op = "attn_int8_fp8";
-  check_quantized(q8, q_scale, k8, k_scale, nq, per_thread, op);
+  check_quantized(q, q_scale, k8, k_scale, nq, per_thread, op);
   SAGE_CHECK(pv_mode == kPvF8AccF32 || pv_mode == kPvF8AccF32F32 || pv_mode == kPvF8AccF16, op,
               ": pv_mode must be 2, 3 or 4");
   SAGE_CHECK(pv_mode != kPvF8AccF16 || SAGE_FP8_F16_ACCUM, op,
               ": this build has no fp16-accumulating FP8 MMA (needs nvcc >= 12.8); use pv_mode 3");
-  const int64_t B = q8.size(0), Hq = q8.size(1), d_pad = q8.size(3);
+  const int64_t B = q.size(0), Hq = q.size(1), d_pad = k8.size(3);
   const int64_t Hkv = k8.size(1), nk_pad = k8.size(2);
   SAGE_CHECK(v8.is_cuda() && v8.scalar_type() == kUInt8 && v8.is_contiguous() &&
                   v8.dim() == 4 && v8.size(0) == B && v8.size(1) == Hkv && v8.size(2) == d_pad &&
@@ -49,13 +50,14 @@ std::tuple<Tensor, Tensor> attn_int8_fp8(const Tensor& q8, const Tensor& q_scale
   SAGE_CHECK(nk > 0 && nk <= nk_pad, op, ": need 0 < nk <= padded keys");
   SAGE_CHECK(head_dim > 0 && head_dim <= d_pad && head_dim % 2 == 0, op,
               ": head_dim must be even and <= the padded head dim");
-  const DeviceGuard guard(q8);
-  cudaStream_t stream = current_stream(q8);
-  auto [out, lse] = allocate_outputs(q_scale, B, Hq, nq, head_dim, nhd,
+  SAGE_CHECK(!is_raw_q(q) || q.size(3) == head_dim, op, ": q's head dim must be head_dim");
+  const DeviceGuard guard(k8);
+  cudaStream_t stream = current_stream(k8);
+  auto [out, lse] = allocate_outputs(k8, B, Hq, nq, head_dim, nhd,
                                      out_bf16 ? kBFloat16 : kHalf, return_lse);
   if (nq == 0 || B == 0 || Hq == 0) return {out, lse};
-  AttnParams p = common_params(q8, q_scale, k8, k_scale, out, lse, nq, nk, head_dim, nhd,
-                               per_thread, out_bf16);
+  AttnParams p = common_params(q, q_scale, k8, k_scale, out, lse, nq, nk, head_dim, nhd,
+                               per_thread, out_bf16, q_scale_mul);
   p.v = v8.data_ptr();
   p.v_scale = ptr<float>(v_scale);
   dispatch_shape(d_pad, causal, [&](auto d_pad_c, auto causal_c) {
