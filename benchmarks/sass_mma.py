@@ -22,7 +22,8 @@ from pathlib import Path
 
 PV_MODES = {0: "fp16 P.V, fp32 accum", 1: "fp16 P.V, fp16 accum per tile",
             2: "fp8 P.V, fp32 accum", 3: "fp8 P.V, fp32 per tile", 4: "fp8 P.V, fp16 accum per tile"}
-KERNEL_RE = re.compile(r"attention_kernelILi(\d+)ELb([01])ELi(\d)E(\w+?)EEv")
+# attention_kernel<D_PAD, CAUSAL, PV, VT, MASKED> (older builds: no MASKED)
+KERNEL_RE = re.compile(r"attention_kernelILi(\d+)ELb([01])ELi(\d)E(\d+[A-Za-z_]\w*?)(?:Lb([01])E)?EEv")
 MMA_RE = re.compile(r"\b([HIQ]MMA\.[0-9A-Z.]+)")
 
 
@@ -46,13 +47,16 @@ def count(library: Path, arch: str, tool: str) -> dict:
 
 def kernel_label(function_line: str) -> str | None:
     """"D128 full pv0 (fp16 P.V, fp32 accum, V half)" for a SASS "Function :" line of an
-    attention kernel instantiation, None for any other function."""
+    attention kernel instantiation (" masked" appended for the masked one), None for any other
+    function."""
     m = KERNEL_RE.search(function_line)
     if not m:
         return None
     d, causal, pv, vt = int(m.group(1)), m.group(2) == "1", int(m.group(3)), m.group(4)
     vtype = re.sub(r"^[0-9]+_*", "", vt)  # Itanium mangling: length, then name
-    return f"D{d} {'causal' if causal else 'full'} pv{pv} ({PV_MODES.get(pv, '?')}, V {vtype})"
+    masked = " masked" if m.group(5) == "1" else ""
+    return (f"D{d} {'causal' if causal else 'full'} pv{pv} ({PV_MODES.get(pv, '?')}, V {vtype})"
+            f"{masked}")
 
 
 def parse_sass(sass: str) -> dict:

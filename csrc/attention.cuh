@@ -73,6 +73,9 @@ enum PvMode : int {
 
 constexpr bool is_fp8(int pv) { return pv >= kPvF8AccF32; }
 
+// The copies of the key-tile step (attention_kernel's `step`).
+enum StepKind : int { kStepPlain = 0, kStepBounds = 1, kStepMask = 2 };
+
 struct AttnParams {
   // Q: raw_q.data set = the kernel quantizes Q itself (q_fragments.cuh); otherwise q8 and
   // q_scale are quant_int8's output.
@@ -90,7 +93,47 @@ struct AttnParams {
   int Hq, Hkv, Nq, Nk, D, nq_pad, nk_pad;
   bool per_thread;  // scale granularity of Q and K
   bool out_bf16;
+  // Masked calls: the key-tile lists of sageattention/triton/block_map.py for this kernel's
+  // tiles (kCtaQ query rows, kCtaK keys), [.., query tile, 2, n_kb + 1] int32 (the full list,
+  // then the partial one, each led by its length) with element strides per batch, query head
+  // and query tile (0 where the mask broadcasts), and the mask itself ([B, Hq, Nq, Nk] element
+  // strides, 0 where it broadcasts). lists == nullptr: no mask.
+  const int* lists;
+  int64_t l_sb, l_sh, l_sm;
+  int n_kb;
+  const void* mask;
+  int64_t m_sb, m_sh, m_sm, m_sn;
+  int mask_kind;  // MaskKind
 };
+
+// attn_mask dtypes of a masked call (the op's mask argument).
+enum MaskKind : int { kMaskBool = 1, kMaskF32 = 2, kMaskF16 = 3, kMaskBF16 = 4 };
+
+// The mask's contribution to a base-2 score: 0 or -inf for a bool mask, the additive mask
+// times log2(e) otherwise (NaN and +inf pass through: such a row comes out NaN, as in SDPA).
+__device__ __forceinline__ float mask_bias(uint8_t keep) { return keep ? 0.f : -INFINITY; }
+__device__ __forceinline__ float mask_bias(float v) { return v * 1.4426950408889634f; }
+__device__ __forceinline__ float mask_bias(__half v) { return __half2float(v) * 1.4426950408889634f; }
+__device__ __forceinline__ float mask_bias(__nv_bfloat16 v) {
+  return __bfloat162float(v) * 1.4426950408889634f;
+}
+
+// Calls f(T{}, unit) with T the element type of the mask (uint8_t for bool) and unit a
+// std::bool_constant saying whether its key stride is 1 (then a tile's mask reads have
+// compile-time offsets from one pointer per row).
+template <typename F>
+__device__ __forceinline__ void with_mask_type(const AttnParams& p, F&& f) {
+  auto by_stride = [&](auto tag) {
+    if (p.m_sn == 1) f(tag, std::true_type{});
+    else f(tag, std::false_type{});
+  };
+  switch (p.mask_kind) {
+    case kMaskBool: by_stride(uint8_t{}); break;
+    case kMaskF32: by_stride(float{}); break;
+    case kMaskF16: by_stride(__half{}); break;
+    default: by_stride(__nv_bfloat16{});
+  }
+}
 
 // Where Q's INT8 fragments live during the key loop: in registers (32 per thread at D=128,
 // 16 at D=64; the default), or in shared memory, read with one ldmatrix per k32 step and m16
@@ -237,7 +280,9 @@ __device__ __forceinline__ void load_v_tile(const AttnParams& p, uint32_t smem, 
 template <int D_PAD>
 constexpr int kMinBlocks = D_PAD == 64 ? SAGE_MIN_BLOCKS_64 : SAGE_MIN_BLOCKS_128;
 
-template <int D_PAD, bool CAUSAL, int PV, typename VT>
+// MASKED: the call has an attn_mask and p.lists (a separate instantiation, so that the
+// unmasked kernel carries none of the masked code).
+template <int D_PAD, bool CAUSAL, int PV, typename VT, bool MASKED>
 __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
     attention_kernel(const AttnParams p) {
   using L = SmemLayout<D_PAD, PV>;
@@ -275,6 +320,23 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
   // rows 0-7 / 8-15 x bytes 0-15 / 16-31 are a0..a3 of the s8 A fragment).
   const uint32_t q_lane = q_smem_u32 + (warp * 16 * MT + (lane / 8) % 2 * 8 + lane % 8) * L::k_stride +
                           lane / 16 * 16;
+  // A masked call visits the key tiles of its lists (full ones first), an unmasked one all.
+  const int* full_list = nullptr;
+  const int* part_list = nullptr;
+  int n_full = 0, n_listed = 0;
+  if constexpr (MASKED) {
+    full_list = p.lists + b * p.l_sb + h * p.l_sh + q_block * p.l_sm;
+    part_list = full_list + p.n_kb + 1;
+    // Clamped, so that lists not made by block_map.py cannot send a load out of bounds.
+    n_full = min(max(full_list[0], 0), p.n_kb);
+    n_listed = n_full + min(max(part_list[0], 0), p.n_kb);
+  }
+  auto listed_tile = [&](int i) {
+    return min(max(i < n_full ? full_list[1 + i] : part_list[1 + i - n_full], 0), p.n_kb - 1);
+  };
+  const int first_tile = !MASKED ? 0 : n_listed > 0 ? listed_tile(0) : -1;
+  // The first K and V tiles are on their way while Q is loaded (and quantized).
+  if (first_tile >= 0) load_k_tile<D_PAD, PV>(p, k_smem_u32, bhk, first_tile);
   if constexpr (kQSmem) {
     // The block's Q rows are contiguous: chunk i of the tile is byte 16 * i.
     constexpr int kCpr = D_PAD / 16;
@@ -287,6 +349,9 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
       ptx::cp_async_16_full(dst + it * (kWarps * 32 / kCpr) * L::k_stride,
                             src + it * kWarps * 32 * 16);
   }
+  ptx::cp_async_commit();  // the first K tile (and Q's tile, kQSmem): the first group
+  if (first_tile >= 0) load_v_tile<D_PAD, PV, VT>(p, v_smem_u32, b, hk, first_tile);
+  ptx::cp_async_commit();
   // Every row a thread holds (g, g + 8, g + 16, g + 24 of its warp's 32) shares one scale:
   // quant_int8's, or the one the kernel computes while quantizing Q itself.
   float q_scale;
@@ -314,7 +379,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
   }
   const int k_scale_step = p.per_thread ? 4 : 1;  // scales per key tile
   const float* k_scale = p.k_scale + bhk * (p.nk_pad / kCtaK) * k_scale_step + (p.per_thread ? t : 0);
-  float k_scale_cur = k_scale[0];
+  float k_scale_cur = k_scale[max(first_tile, 0) * k_scale_step];
 
   float o[MT][NT][4];
 #pragma unroll
@@ -331,24 +396,22 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
     n_tiles = min(n_tiles, last_row / kCtaK + 1);
   }
 
-  load_k_tile<D_PAD, PV>(p, k_smem_u32, bhk, 0);
-  ptx::cp_async_commit();
-  load_v_tile<D_PAD, PV, VT>(p, v_smem_u32, b, hk, 0);
-  ptx::cp_async_commit();
-
-  // One key tile; kMasked (a compile-time constant) selects the copy that masks keys past Nk
-  // and, causally, keys after the row. The loop below runs the unmasked copy for the tiles
-  // that need no mask in any row of the block, then the masked one: the hot loop has no
-  // masking branches, predicates or selects (docs/perf-notes.md row 25).
-  auto step = [&](const int tile, auto masked_c) {
-    constexpr bool kMasked = decltype(masked_c)::value;
-    const int stage = tile & 1;
-    const bool has_next = tile + 1 < n_tiles;
+  // One key tile (the i-th visited; `next` is the tile after it, -1 for none). kind_c (a
+  // compile-time constant) selects the copy: kStepPlain for tiles that need no mask in any row
+  // of the block, kStepBounds to mask keys past Nk and, causally, keys after the row, and
+  // kStepMask for a masked call's partial tiles, which also apply attn_mask element by element
+  // in floats. The hot loop has no masking branches, predicates or selects
+  // (docs/perf-notes.md row 25).
+  auto step = [&](const int i, const int tile, const int next, auto kind_c) {
+    constexpr int kKind = decltype(kind_c)::value;
+    constexpr bool kMasked = kKind == kStepBounds;
+    constexpr bool kElemMask = kKind == kStepMask;
+    const int stage = i & 1;
+    const bool has_next = next >= 0;
     ptx::cp_async_wait<1>();  // this tile's K has landed (its V may still be in flight)
     __syncthreads();
-    if (has_next) load_k_tile<D_PAD, PV>(p, k_smem_u32 + (stage ^ 1) * L::k_tile, bhk, tile + 1);
+    if (has_next) load_k_tile<D_PAD, PV>(p, k_smem_u32 + (stage ^ 1) * L::k_tile, bhk, next);
     ptx::cp_async_commit();
-
     // S = Q8 · K8ᵀ (int32), 8 tiles of 8 keys; each K fragment feeds all MT row tiles.
     int acc[MT][8][4];
 #pragma unroll
@@ -383,7 +446,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
     float sc = q_scale * k_scale_cur;
     // The next tile's K scale is loaded now and used a tile later (a load issued right
     // before its use stalled every tile on the memory latency: ncu long-scoreboard stalls).
-    if (has_next) k_scale_cur = k_scale[(tile + 1) * k_scale_step];
+    if (has_next) k_scale_cur = k_scale[next * k_scale_step];
     if (sc < 0.f) {
       sc = -sc;
 #pragma unroll
@@ -418,45 +481,93 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
       float m_use[2], alpha[2];
+      if constexpr (kElemMask) {
+        // A masked call's partial tile: float scores plus the mask's bias (keys past Nk and,
+        // causally, after the row are -inf, so that only the mask lets a NaN key through).
+        float x[8][4];
+        with_mask_type(p, [&](auto tag, auto unit_c) {
+          using T = decltype(tag);
+          constexpr bool kUnit = decltype(unit_c)::value;
+          const T* base = static_cast<const T*>(p.mask) + b * p.m_sb + h * p.m_sh +
+                          static_cast<int64_t>(key0 + 2 * t) * (kUnit ? 1 : p.m_sn);
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        int mx[8];
+          for (int r = 0; r < 2; ++r) {
+            const int row = q0 + 16 * mt + g + 8 * r;
+            const T* rp = base + static_cast<int64_t>(row) * p.m_sm;
 #pragma unroll
-        for (int j = 0; j < 8; ++j) mx[j] = max(acc[mt][j][2 * r], acc[mt][j][2 * r + 1]);
+            for (int j = 0; j < 8; ++j)
 #pragma unroll
-        for (int w = 4; w > 0; w /= 2)
+              for (int c = 0; c < 2; ++c) {
+                const int key = key0 + 8 * j + 2 * t + c;
+                const bool inside = row < p.Nq && key < p.Nk && !(CAUSAL && key > row);
+                const int64_t off = kUnit ? 8 * j + c : static_cast<int64_t>(8 * j + c) * p.m_sn;
+                x[j][2 * r + c] = inside ? fmaf(static_cast<float>(acc[mt][j][2 * r + c]), sc,
+                                                mask_bias(rp[off]))
+                                         : -INFINITY;
+              }
+          }
+        });
 #pragma unroll
-          for (int j = 0; j < w; ++j) mx[j] = max(mx[j], mx[j + w]);
-        // The 4 threads of a row hold columns with different K scales (per_thread): reduce
-        // across them in floats.
-        float row_max = mx[0] == INT_MIN ? -INFINITY : static_cast<float>(mx[0]) * sc;
-        row_max = fmaxf(row_max, __shfl_xor_sync(0xffffffffu, row_max, 1));
-        row_max = fmaxf(row_max, __shfl_xor_sync(0xffffffffu, row_max, 2));
-        const float m_new = fmaxf(m[mt][r], row_max);
-        m_use[r] = m_new == -INFINITY ? 0.f : m_new;  // no key seen yet: keep everything zero
-        alpha[r] = ptx::fast_exp2(m[mt][r] - m_use[r]);
-        m[mt][r] = m_new;
-      }
-      const float offset[2] = {-12582912.f * sc - m_use[0], -12582912.f * sc - m_use[1]};
-      // Two copies of the loop so that the integer scores die as the probabilities appear
-      // (a separate masking pass would keep both alive: spills at D=128).
-      if constexpr (kMasked) {
+        for (int r = 0; r < 2; ++r) {
+          float mx[8];
+#pragma unroll
+          for (int j = 0; j < 8; ++j) mx[j] = fmaxf(x[j][2 * r], x[j][2 * r + 1]);
+#pragma unroll
+          for (int w = 4; w > 0; w /= 2)
+#pragma unroll
+            for (int j = 0; j < w; ++j) mx[j] = fmaxf(mx[j], mx[j + w]);
+          float row_max = fmaxf(mx[0], __shfl_xor_sync(0xffffffffu, mx[0], 1));
+          row_max = fmaxf(row_max, __shfl_xor_sync(0xffffffffu, row_max, 2));
+          const float m_new = fmaxf(m[mt][r], row_max);
+          m_use[r] = m_new == -INFINITY ? 0.f : m_new;
+          alpha[r] = ptx::fast_exp2(m[mt][r] - m_use[r]);
+          m[mt][r] = m_new;
+        }
 #pragma unroll
         for (int j = 0; j < 8; ++j)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const unsigned biased = static_cast<unsigned>(acc[mt][j][e]) + 0x4B400000u;
-            const float x = fmaf(__uint_as_float(biased), sc, offset[e >> 1]);
-            s[mt][j][e] = ptx::fast_exp2(acc[mt][j][e] == INT_MIN ? -INFINITY : x);
-          }
+          for (int e = 0; e < 4; ++e) s[mt][j][e] = ptx::fast_exp2(x[j][e] - m_use[e >> 1]);
       } else {
 #pragma unroll
-        for (int j = 0; j < 8; ++j)
+        for (int r = 0; r < 2; ++r) {
+          int mx[8];
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const unsigned biased = static_cast<unsigned>(acc[mt][j][e]) + 0x4B400000u;
-            s[mt][j][e] = ptx::fast_exp2(fmaf(__uint_as_float(biased), sc, offset[e >> 1]));
-          }
+          for (int j = 0; j < 8; ++j) mx[j] = max(acc[mt][j][2 * r], acc[mt][j][2 * r + 1]);
+#pragma unroll
+          for (int w = 4; w > 0; w /= 2)
+#pragma unroll
+            for (int j = 0; j < w; ++j) mx[j] = max(mx[j], mx[j + w]);
+          // The 4 threads of a row hold columns with different K scales (per_thread): reduce
+          // across them in floats.
+          float row_max = mx[0] == INT_MIN ? -INFINITY : static_cast<float>(mx[0]) * sc;
+          row_max = fmaxf(row_max, __shfl_xor_sync(0xffffffffu, row_max, 1));
+          row_max = fmaxf(row_max, __shfl_xor_sync(0xffffffffu, row_max, 2));
+          const float m_new = fmaxf(m[mt][r], row_max);
+          m_use[r] = m_new == -INFINITY ? 0.f : m_new;  // no key seen yet: keep everything zero
+          alpha[r] = ptx::fast_exp2(m[mt][r] - m_use[r]);
+          m[mt][r] = m_new;
+        }
+        const float offset[2] = {-12582912.f * sc - m_use[0], -12582912.f * sc - m_use[1]};
+        // Two copies of the loop so that the integer scores die as the probabilities appear
+        // (a separate masking pass would keep both alive: spills at D=128).
+        if constexpr (kMasked) {
+#pragma unroll
+          for (int j = 0; j < 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const unsigned biased = static_cast<unsigned>(acc[mt][j][e]) + 0x4B400000u;
+              const float x = fmaf(__uint_as_float(biased), sc, offset[e >> 1]);
+              s[mt][j][e] = ptx::fast_exp2(acc[mt][j][e] == INT_MIN ? -INFINITY : x);
+            }
+        } else {
+#pragma unroll
+          for (int j = 0; j < 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const unsigned biased = static_cast<unsigned>(acc[mt][j][e]) + 0x4B400000u;
+              s[mt][j][e] = ptx::fast_exp2(fmaf(__uint_as_float(biased), sc, offset[e >> 1]));
+            }
+        }
       }
       if constexpr (!kRowSumMma) {
 #pragma unroll
@@ -520,7 +631,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
     else ptx::cp_async_wait<0>();
     __syncthreads();
     if constexpr (kVStages<PV> == 2) {
-      if (has_next) load_v_tile<D_PAD, PV, VT>(p, v_smem_u32 + (stage ^ 1) * L::v_tile, b, hk, tile + 1);
+      if (has_next) load_v_tile<D_PAD, PV, VT>(p, v_smem_u32 + (stage ^ 1) * L::v_tile, b, hk, next);
       ptx::cp_async_commit();
     }
     const uint32_t vs = v_lane + (kVStages<PV> == 2 ? stage : 0) * L::v_tile;
@@ -622,7 +733,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
       // (The commit order stays K(t+1), V(t+1) per tile, so the waits above are unchanged.)
       if (has_next) {
         __syncthreads();
-        load_v_tile<D_PAD, PV, VT>(p, v_smem_u32, b, hk, tile + 1);
+        load_v_tile<D_PAD, PV, VT>(p, v_smem_u32, b, hk, next);
       }
       ptx::cp_async_commit();
     }
@@ -632,9 +743,35 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
   int n_unmasked = p.Nk / kCtaK;
   if (CAUSAL) n_unmasked = min(n_unmasked, (q_block * CTA_Q + 1) / kCtaK);
   n_unmasked = min(n_unmasked, n_tiles);
-  int tile = 0;
-  for (; tile < n_unmasked; ++tile) step(tile, std::false_type{});
-  for (; tile < n_tiles; ++tile) step(tile, std::true_type{});
+  using Plain = std::integral_constant<int, kStepPlain>;
+  using Bounds = std::integral_constant<int, kStepBounds>;
+  using Mask = std::integral_constant<int, kStepMask>;
+  if constexpr (!MASKED) {
+    int tile = 0;
+    for (; tile < n_unmasked; ++tile) step(tile, tile, tile + 1 < n_tiles ? tile + 1 : -1, Plain{});
+    for (; tile < n_tiles; ++tile) step(tile, tile, tile + 1 < n_tiles ? tile + 1 : -1, Bounds{});
+  } else {
+    // The list entry after the next is read a tile ahead (a global load right before its use
+    // would stall every tile).
+    int cur = first_tile, next = n_listed > 1 ? listed_tile(1) : -1;
+    int i = 0;
+    for (; i < n_full; ++i) {
+      const int after = i + 2 < n_listed ? listed_tile(i + 2) : -1;
+      step(i, cur, next, Plain{});
+      cur = next, next = after;
+    }
+    for (; i < n_listed; ++i) {
+      const int after = i + 2 < n_listed ? listed_tile(i + 2) : -1;
+      step(i, cur, next, Mask{});
+      cur = next, next = after;
+    }
+  }
+  // A non-finite Q value makes its scale group's rows NaN, as its NaN scores do in an unmasked
+  // call, also where a mask skipped every tile of the row.
+  if (MASKED && q_scale != q_scale) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) l[mt][0] = l[mt][1] = q_scale;
+  }
 
   // Normalize and store (rows past Nq and channels past D are padding).
 #pragma unroll
@@ -679,7 +816,8 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
 // Launch one instantiation; the dynamic shared memory limit is raised where needed.
 template <int D_PAD, bool CAUSAL, int PV, typename VT>
 void launch_attention(const AttnParams& p, int B, cudaStream_t stream) {
-  auto kernel = attention_kernel<D_PAD, CAUSAL, PV, VT>;
+  auto kernel = p.lists != nullptr ? attention_kernel<D_PAD, CAUSAL, PV, VT, true>
+                                   : attention_kernel<D_PAD, CAUSAL, PV, VT, false>;
   constexpr int smem = SmemLayout<D_PAD, PV>::bytes;
   if (smem > 48 * 1024) {
     SAGE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
@@ -783,6 +921,38 @@ inline AttnParams common_params(const Tensor& q, const Tensor& q_scale, const Te
   p.per_thread = per_thread;
   p.out_bf16 = out_bf16;
   return p;
+}
+
+// A masked call's mask and block_map.py's key-tile lists (both empty for an unmasked call),
+// checked and put into p. The mask is [B, Hq, nq, Nk] with any strides (0 where it
+// broadcasts); the lists int32 contiguous, indexed with the strides given (0 broadcasts).
+inline void set_mask(AttnParams& p, const Tensor& mask, const Tensor& lists, int64_t B,
+                     int64_t lists_sb, int64_t lists_sh, int64_t lists_sm, int64_t n_kb,
+                     const char* op) {
+  if (mask.numel() == 0 && lists.numel() == 0) return;
+  SAGE_CHECK(mask.is_cuda() && lists.is_cuda(), op, ": mask and lists must be CUDA tensors");
+  SAGE_CHECK(mask.dim() == 4 && mask.size(0) == B && mask.size(1) == p.Hq &&
+                 mask.size(2) == p.Nq && mask.size(3) == p.Nk,
+             op, ": mask must be [B, Hq, nq, Nk] (an expanded view is fine)");
+  const ScalarType dt = mask.scalar_type();
+  SAGE_CHECK(dt == kBool || dt == kFloat || dt == kHalf || dt == kBFloat16, op,
+             ": mask must be bool, float32, float16 or bfloat16");
+  const int64_t n_qb = (p.Nq + kQPad - 1) / kQPad;
+  SAGE_CHECK(lists.scalar_type() == ScalarType::Int && lists.is_contiguous(), op,
+             ": lists must be contiguous int32 (sageattention/triton/block_map.py)");
+  SAGE_CHECK(n_kb == (p.Nk + kCtaK - 1) / kCtaK && lists_sb >= 0 && lists_sh >= 0 &&
+                 lists_sm >= 0,
+             op, ": lists were made for other tiles (", kQPad, " queries, ", kCtaK, " keys)");
+  // Every index the kernel can form must be inside the lists (they come from Python).
+  const int64_t last = (B - 1) * lists_sb + (p.Hq - 1) * lists_sh + (n_qb - 1) * lists_sm +
+                       2 * (n_kb + 1);
+  SAGE_CHECK(last <= lists.numel(), op, ": lists are too small for these strides");
+  p.lists = ptr<int>(lists);
+  p.l_sb = lists_sb, p.l_sh = lists_sh, p.l_sm = lists_sm;
+  p.n_kb = static_cast<int>(n_kb);
+  p.mask = mask.data_ptr();
+  p.m_sb = mask.stride(0), p.m_sh = mask.stride(1), p.m_sm = mask.stride(2), p.m_sn = mask.stride(3);
+  p.mask_kind = dt == kBool ? kMaskBool : dt == kFloat ? kMaskF32 : dt == kHalf ? kMaskF16 : kMaskBF16;
 }
 
 // Calls launch(D_PAD, CAUSAL) with both as compile-time constants (std::integral_constant).

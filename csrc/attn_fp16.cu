@@ -22,7 +22,10 @@ std::tuple<Tensor, Tensor> attn_int8_fp16(const Tensor& q, const Tensor& q_scale
                                           const Tensor& k8, const Tensor& k_scale,
                                           const Tensor& v, int64_t nq, bool nhd,
                                           bool causal, bool per_thread, int64_t pv_mode,
-                                          bool return_lse, double q_scale_mul) {
+                                          bool return_lse, double q_scale_mul,
+                                          const Tensor& mask, const Tensor& lists,
+                                          int64_t lists_sb, int64_t lists_sh,
+                                          int64_t lists_sm, int64_t n_kb) {
   const char* op = "attn_int8_fp16";
   check_quantized(q, q_scale, k8, k_scale, nq, per_thread, op);
   SAGE_CHECK(pv_mode == kPvF16AccF32 || pv_mode == kPvF16AccF16, op, ": pv_mode must be 0 or 1");
@@ -50,6 +53,7 @@ std::tuple<Tensor, Tensor> attn_int8_fp16(const Tensor& q, const Tensor& q_scale
                                bf16, q_scale_mul);
   p.v = v.data_ptr();
   p.v_sb = v.stride(0), p.v_sh = v.stride(1), p.v_sn = v.stride(2);
+  set_mask(p, mask, lists, B, lists_sb, lists_sh, lists_sm, n_kb, op);
   dispatch_shape(d_pad, causal, [&](auto d_pad_c, auto causal_c) {
     dispatch_pv<decltype(d_pad_c)::value, decltype(causal_c)::value>(p, B, pv_mode, bf16, stream);
   });

@@ -18,11 +18,16 @@ std::tuple<Tensor, Tensor, Tensor> quant_int8(const Tensor& x, int64_t mode,
 // q is quant_int8's INT8 Q with its scales q_scale, or Q itself (float16 / bfloat16
 // [B, Hq, nq, D], unit channel stride, 8-byte aligned rows; q_scale unused), which the kernel
 // quantizes with the same arithmetic, its scales multiplied by q_scale_mul (q_fragments.cuh).
+// A masked call passes the mask ([B, Hq, nq, Nk] view, bool or float) and the key-tile lists
+// of sageattention/triton/block_map.py with their strides; an unmasked one two empty tensors.
 std::tuple<Tensor, Tensor> attn_int8_fp16(const Tensor& q, const Tensor& q_scale,
                                           const Tensor& k8, const Tensor& k_scale,
                                           const Tensor& v, int64_t nq, bool nhd,
                                           bool causal, bool per_thread, int64_t pv_mode,
-                                          bool return_lse, double q_scale_mul);
+                                          bool return_lse, double q_scale_mul,
+                                          const Tensor& mask, const Tensor& lists,
+                                          int64_t lists_sb, int64_t lists_sh,
+                                          int64_t lists_sm, int64_t n_kb);
 
 // v [B, H, N, D] -> (e4m3 bytes [B, H, d_pad, n_pad] transposed, scale [B, H, d_pad],
 // mean [B, H, D]); quant_v_fp8.cu.
@@ -37,7 +42,9 @@ std::tuple<Tensor, Tensor> attn_int8_fp8(const Tensor& q, const Tensor& q_scale,
                                          int64_t nq, int64_t nk, int64_t head_dim,
                                          bool nhd, bool causal, bool per_thread,
                                          int64_t pv_mode, bool return_lse, bool out_bf16,
-                                         double q_scale_mul);
+                                         double q_scale_mul, const Tensor& mask,
+                                         const Tensor& lists, int64_t lists_sb,
+                                         int64_t lists_sh, int64_t lists_sm, int64_t n_kb);
 
 bool fp8_f16_accum_compiled();
 

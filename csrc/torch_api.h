@@ -148,6 +148,7 @@ constexpr ScalarType kBFloat16 = ScalarType::BFloat16;
 constexpr ScalarType kFloat = ScalarType::Float;
 constexpr ScalarType kInt8 = ScalarType::Char;
 constexpr ScalarType kUInt8 = ScalarType::Byte;
+constexpr ScalarType kBool = ScalarType::Bool;
 
 template <typename T>
 T* ptr(const Tensor& t) {

@@ -1,14 +1,18 @@
 """Host side of the compiled CUDA path: when it can run, and the three op calls it makes.
 
 The CUDA kernels (csrc/) cover the common case: fp16/bf16 inputs, head dim a multiple of 8 up
-to 128, no attn_mask, per_warp or per_thread scales, at least one key. Anything else (and any
+to 128, no attn_mask or a bool / float32 / float16 / bfloat16 one, per_warp or per_thread
+scales, at least one key. Anything else (and any
 GPU or build without the kernels) runs the Triton path, which covers the whole API;
 ``unsupported_reason`` says why, so tests and ``python -m sageattention doctor`` can show it.
 
 One call is: K -> mean + INT8 (two passes), on the FP8 path V -> e4m3 transposed (two passes),
 then the attention kernel, which quantizes Q itself as it loads it (sm_scale * log2(e) folded
 into its scales; csrc/q_fragments.cuh) and writes the output directly in the caller's layout.
-A Q whose rows are not 8-byte aligned goes through one quantization pass first instead.
+A Q whose rows are not 8-byte aligned goes through one quantization pass first instead. A
+masked call first sorts each 128-query tile's 64-key tiles into full, partial and empty
+(sageattention/triton/block_map.py, one read of the mask); the kernel runs the full ones as an
+unmasked call does, applies the mask to the partial ones and skips the rest.
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ LOG2E = 1.4426950408889634
 MAX_HEAD_DIM = 128
 MAX_GRID = 65535  # batch and query heads are grid dimensions of the attention kernel
 Q_PAD = 128  # quantized Q rows are padded to the attention kernel's largest block (kQPad)
+BLOCK_M = 128  # query rows of one block of the attention kernel (kCtaQ: 4 warps x 32 rows)
+MASK_DTYPES = (torch.bool, torch.float32, torch.float16, torch.bfloat16)
 # The attention kernel quantizes Q as it loads it (no separate pass) when Q's rows allow it;
 # False always runs the separate pass (for measurements: docs/perf-notes.md row 33).
 QUANTIZE_Q_IN_KERNEL = True
@@ -54,8 +60,8 @@ def unsupported_reason(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, att
         return "inputs are not on a CUDA device"
     if q.dtype not in (torch.float16, torch.bfloat16):
         return f"the CUDA kernels take float16/bfloat16 inputs, not {q.dtype}"
-    if attn_mask is not None:
-        return "attn_mask is only implemented in the Triton kernels"
+    if attn_mask is not None and attn_mask.dtype not in MASK_DTYPES:
+        return f"the CUDA kernels take bool or 16/32-bit float masks, not {attn_mask.dtype}"
     if qk_quant_gran not in ("per_warp", "per_thread"):
         return f"qk_quant_gran={qk_quant_gran!r} is only implemented in the Triton kernels"
     D = q.shape[-1]
@@ -79,9 +85,10 @@ def unsupported_reason(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, att
 
 def attention_forward(q, k, v, *, sm_scale: float, tensor_layout: str, is_causal: bool,
                       smooth_k: bool, smooth_v: bool, qk_quant_gran: str, pv_fp8: bool,
-                      pv_accum: str, return_lse: bool):
+                      pv_accum: str, return_lse: bool, attn_mask=None):
     """(out, lse) in the caller's layout; lse is empty unless return_lse. Inputs are checked
-    and ``unsupported_reason`` returned None for them."""
+    and ``unsupported_reason`` returned None for them; attn_mask is None or expanded to
+    [B, Hq, Nq, Nk]."""
     nhd = tensor_layout == "NHD"
     qh, kh, vh = (t.transpose(1, 2) if nhd else t for t in (q, k, v))
     Nq, D = qh.shape[2], qh.shape[3]
@@ -94,26 +101,42 @@ def attention_forward(q, k, v, *, sm_scale: float, tensor_layout: str, is_causal
     nk_pad = _pad(Nk, granularity.K_BLOCK)
     cuda = torch.ops.sageattention_C
     q_mul = float(sm_scale) * LOG2E
+    none = qh.new_empty(0, dtype=torch.int32)  # the ops' "no tensor" (mask, lists, Q's scales)
     if QUANTIZE_Q_IN_KERNEL and kernel_reads_q(qh):
-        q8, qs = qh, qh.new_empty(0, dtype=torch.float32)  # no scales: the kernel makes them
+        q8, qs = qh, none  # no scales: the kernel makes them
     else:
         q8, qs, _ = cuda.quant_int8(qh, q_mode, nq_pad, d_pad, False, q_mul)
         q_mul = 1.0
     k8, ks, km = cuda.quant_int8(kh, k_mode, nk_pad, d_pad, bool(smooth_k), 1.0)
     mode = pv_mode(pv_fp8, pv_accum)
     group = Hq // Hkv
+    masked = attn_mask is not None and attn_mask.numel() > 0
+    if masked:
+        from .triton.block_map import block_lists  # Triton is imported on first masked call
+
+        bl = block_lists(attn_mask, ks, block_m=BLOCK_M, block_n=granularity.K_BLOCK,
+                         is_causal=bool(is_causal), scales_per_tile=4 if per_thread else 1)
+        mask_args = (attn_mask, bl.lists, bl.stride_b, bl.stride_h, bl.stride_m, bl.n_kb)
+    else:
+        mask_args = (none, none, 0, 0, 0, 0)
+    # With V's mean removed (FP8 + smooth_v) the mean goes back only to rows that saw a key,
+    # which a mask can leave empty: the LSE tells which.
+    need_lse = return_lse or (masked and pv_fp8 and smooth_v)
     if not pv_fp8:
         out, lse = cuda.attn_int8_fp16(q8, qs, k8, ks, vh, Nq, nhd, bool(is_causal), per_thread,
-                                       mode, bool(return_lse), q_mul)
+                                       mode, bool(return_lse), q_mul, *mask_args)
     else:
         v8, vs, vm = cuda.quant_v_fp8(vh, nk_pad, d_pad, bool(smooth_v), FP8_V_MAX[mode])
         out, lse = cuda.attn_int8_fp8(q8, qs, k8, ks, v8, vs, Nq, Nk, D, nhd, bool(is_causal),
-                                      per_thread, mode, bool(return_lse),
-                                      q.dtype == torch.bfloat16, q_mul)
+                                      per_thread, mode, need_lse,
+                                      q.dtype == torch.bfloat16, q_mul, *mask_args)
         if smooth_v:
             # V was quantized with its channel mean removed; every row of P sums to 1.
-            mean = vm.repeat_interleave(group, dim=1).to(out.dtype)  # [B, Hq, D]
-            out += mean[:, None] if nhd else mean[:, :, None]
+            mean = vm.repeat_interleave(group, dim=1)[:, :, None]  # [B, Hq, 1, D]
+            if masked:
+                mean = mean * torch.isfinite(lse)[..., None]  # no visible key: the row stays 0
+            mean = mean.to(out.dtype)
+            out += mean.transpose(1, 2) if nhd else mean
     if return_lse and smooth_k:
         # The kernel's scores use K minus its mean; the true LSE adds sm_scale * (q . mean).
         shift = torch.einsum("bhnd,bhd->bhn", qh.float(), km.repeat_interleave(group, dim=1))

@@ -36,7 +36,7 @@ def _attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 out, lse = cuda_forward.attention_forward(
                     q, k, v, sm_scale=sm_scale, tensor_layout=tensor_layout, is_causal=is_causal,
                     smooth_k=smooth_k, smooth_v=smooth_v, qk_quant_gran=qk_quant_gran,
-                    pv_fp8=pv_fp8, pv_accum=pv_accum, return_lse=return_lse)
+                    pv_fp8=pv_fp8, pv_accum=pv_accum, return_lse=return_lse, attn_mask=attn_mask)
             return out, (lse if return_lse else torch.empty((0,), dtype=torch.float32,
                                                              device=q.device))
     from .triton.forward import attention_forward  # Triton is imported on first use only

@@ -110,6 +110,27 @@ def test_lists_match_the_elementwise_classification(seed, causal, kind, tiles):
     assert _got_lists(bl, mask, bm_) == _expected_lists(mask, kbad, bm_, bn, causal)
 
 
+@pytest.mark.parametrize("per_tile", [1, 4])
+def test_group_scales_of_the_cuda_path(seed, per_tile):
+    # The CUDA kernels' K scales are per group (per_warp: one per 64-key tile; per_thread: 4):
+    # the lists read a NaN group scale as a non-finite key of that tile, exactly as a NaN per-key
+    # scale of the Triton path.
+    B, H, Nq, Nk, bm_, bn = 2, 2, 260, 330, 128, 64
+    mask = (torch.rand(B, 1, Nq, Nk) > 0.3).to(DEVICE).expand(B, H, Nq, Nk).clone()
+    mask[:, :, :, 128:256] = False  # tiles 2 and 3: nothing visible
+    n_tiles = -(-Nk // bn)
+    groups = torch.rand(B, 1, n_tiles, per_tile, device=DEVICE) + 0.1
+    groups[1, 0, 3, per_tile - 1] = float("nan")  # tile 3 of batch 1: partial, not skipped
+    bl = block_lists(mask, groups.reshape(B, 1, -1), block_m=bm_, block_n=bn, is_causal=False,
+                     scales_per_tile=per_tile)
+    per_key = groups.repeat_interleave(bn // per_tile, dim=3).reshape(B, 1, -1)
+    kbad = _kbad_from(per_key, B, bn, fold_batch=False)
+    got = _got_lists(bl, mask, bm_)
+    assert got == _expected_lists(mask, kbad, bm_, bn, False)
+    assert all(3 in part for (b, _, _), (_, part) in got.items() if b == 1)
+    assert not any(3 in part for (b, _, _), (_, part) in got.items() if b == 0)
+
+
 def test_key_padding_lists_stop_at_the_padding():
     Nq, Nk, bm_, bn = 130, 1000, 64, 128
     lengths = [1000, 640, 300, 0]

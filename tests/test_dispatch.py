@@ -66,7 +66,7 @@ def test_cuda_path_declines_what_only_triton_implements():
     with FakeTensorMode():
         q = torch.empty(1, 2, 8, 64, dtype=torch.float16, device="cuda")
         assert "float16/bfloat16" in _reason(q.float())
-        assert "attn_mask" in _reason(q, attn_mask=q)
+        assert "masks, not torch.float64" in _reason(q, attn_mask=q.double())
         assert "per_block" in _reason(q, qk_quant_gran="per_block")
         assert "head dim 60" in _reason(torch.empty(1, 2, 8, 60, dtype=torch.float16, device="cuda"))
         assert "head dim 256" in _reason(torch.empty(1, 2, 8, 256, dtype=torch.float16,

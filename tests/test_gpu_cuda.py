@@ -243,9 +243,9 @@ def _forward(q, k, v, *, q_in_kernel, layout="HND", **kw):
     saved = cuda_forward.QUANTIZE_Q_IN_KERNEL
     cuda_forward.QUANTIZE_Q_IN_KERNEL = q_in_kernel
     try:
-        args = dict(sm_scale=q.shape[-1] ** -0.5, tensor_layout=layout, is_causal=False,
-                    smooth_k=True, smooth_v=False, qk_quant_gran="per_thread", pv_fp8=False,
-                    pv_accum="fp32", return_lse=True)
+        args = {"sm_scale": q.shape[-1] ** -0.5, "tensor_layout": layout, "is_causal": False,
+                "smooth_k": True, "smooth_v": False, "qk_quant_gran": "per_thread",
+                "pv_fp8": False, "pv_accum": "fp32", "return_lse": True}
         args.update(kw)
         return cuda_forward.attention_forward(q, k, v, **args)
     finally:
@@ -272,7 +272,8 @@ def test_q_quantized_in_the_kernel_is_bit_identical_to_the_quantization_pass(see
         qh[0, 1, 40, 3] = float("nan")  # a per_thread group of rows 32-63, or the warp's rows
         qh[1, 5, 330, 0] = float("inf")
         assert cuda_forward.kernel_reads_q(qh)
-        kw = dict(layout=layout, is_causal=causal, qk_quant_gran=gran, pv_fp8=fp8, pv_accum=accum)
+        kw = {"layout": layout, "is_causal": causal, "qk_quant_gran": gran, "pv_fp8": fp8,
+              "pv_accum": accum}
         fused = _forward(q, k, v, q_in_kernel=True, **kw)
         pass_ = _forward(q, k, v, q_in_kernel=False, **kw)
         for a, b in zip(fused, pass_):
@@ -295,14 +296,151 @@ def test_unaligned_q_takes_the_quantization_pass(seed, spy):
     C = torch.ops.sageattention_C
     k8, k_scale, _ = C.quant_int8(k, 3, 320, 64, True, 1.0)
     none = torch.empty(0, device="cuda")
+    no_mask = (none, none, 0, 0, 0, 0)
     with pytest.raises(RuntimeError, match="attn_int8_fp16: q needs unit channel stride and 8-byte"):
-        C.attn_int8_fp16(q, none, k8, k_scale, v, 300, False, False, True, 0, False, 0.18)
+        C.attn_int8_fp16(q, none, k8, k_scale, v, 300, False, False, True, 0, False, 0.18,
+                         *no_mask)
     with pytest.raises(RuntimeError, match="attn_int8_fp16: q and v must have the same head dim"):
         C.attn_int8_fp16(q[..., :56].contiguous(), none, k8, k_scale, v, 300, False, False, True,
-                         0, False, 0.18)
+                         0, False, 0.18, *no_mask)
     with pytest.raises(RuntimeError, match=r"attn_int8_fp16: q must be \[B, Hq, nq, D\]"):
         C.attn_int8_fp16(q.contiguous(), none, k8, k_scale, v, 200, False, False, True, 0, False,
-                         0.18)
+                         0.18, *no_mask)
+
+
+def _masks(B, H, Nq, Nk, device="cuda"):
+    """The masks clients pass, by name: key padding (ComfyUI, KJNodes) as bool and additive,
+    a per-head random bool mask, a float bias with finite and -inf values (fp16, bf16, fp32),
+    and a mask that hides every key of some rows."""
+    g = torch.Generator(device="cpu").manual_seed(7)
+    keep = torch.ones(B, 1, 1, Nk, dtype=torch.bool)
+    keep[0, ..., Nk - 70:] = False
+    keep[-1, ..., Nk // 3:] = False
+    random = torch.rand(B, H, Nq, Nk, generator=g) > 0.4
+    bias = torch.randn(1, 1, Nq, Nk, generator=g) * 2
+    bias[..., : Nk // 5] = float("-inf")
+    empty_rows = torch.rand(B, 1, Nq, Nk, generator=g) > 0.5
+    empty_rows[:, :, 5] = False
+    empty_rows[:, :, Nq - 1] = False
+    masks = {
+        "padding-bool": keep,
+        "padding-additive": torch.where(keep, 0.0, float("-inf")).half(),
+        "padding-finmin": torch.where(keep, 0.0, torch.finfo(torch.float32).min),
+        "random-per-head": random,
+        "bias-fp16": bias.half(),
+        "bias-bf16": bias.bfloat16(),
+        "empty-rows": empty_rows,
+    }
+    return {name: m.to(device) for name, m in masks.items()}
+
+
+MASK_CASES = [("fp16", "fp32"), ("fp16", "fp16+fp32"), ("fp8", "fp32+fp32"), ("fp8", "fp32+fp16")]
+
+
+@pytest.mark.parametrize("fn,accum", MASK_CASES)
+@pytest.mark.parametrize("mask_name", list(_masks(1, 1, 8, 8, "cpu")))
+@pytest.mark.parametrize("causal", [False, True])
+def test_masked_calls_run_the_cuda_kernels(seed, spy, fn, accum, mask_name, causal):
+    # GQA, Nq != Nk, neither a multiple of a tile, D=128 and D=96 (padded), NHD for half the
+    # cases: against fp64 attention with the same mask, and as close to it as the Triton path.
+    fp8 = fn == "fp8"
+    if fp8 and not _fp8():
+        pytest.skip("no FP8 unit for this GPU")
+    d, layout = (96, "NHD") if causal else (128, "HND")
+    dtype = torch.bfloat16 if mask_name == "bias-bf16" else torch.float16
+    q, k, v = make_qkv(2, 4, 2, 333, 397, d, dtype=dtype, device="cuda", layout=layout)
+    mask = _masks(2, 4, 333, 397)[mask_name]
+    out, lse = _call(fn, accum, "per_thread")(q, k, v, tensor_layout=layout, is_causal=causal,
+                                              attn_mask=mask, return_lse=True)
+    assert spy == [fp8], "the masked call must run the CUDA kernels"
+    exact, exact_lse = reference.attention_fp64(q, k, v, tensor_layout=layout, is_causal=causal,
+                                                attn_mask=mask.cpu(), return_lse=True)
+    empty = torch.isinf(exact_lse) & (exact_lse < 0)  # rows with no visible key
+    if mask_name == "empty-rows" and not causal:
+        assert empty.any()
+    out_h = (out.transpose(1, 2) if layout == "NHD" else out).float().cpu()
+    assert torch.all(out_h[empty] == 0), "a row with no visible key must be zeros"
+    assert torch.all(torch.isneginf(lse.cpu()[empty]))
+    _check(out, exact, fp8, dtype, what=f"{fn} {accum} {mask_name} causal={causal}")
+    seen = ~empty
+    assert (lse.cpu().double()[seen] - exact_lse[seen]).abs().max() < 0.1
+
+
+@pytest.mark.parametrize("fn,accum", MASK_CASES)
+def test_a_mask_that_hides_nothing_changes_nothing(seed, fn, accum):
+    # Nk a multiple of the key tile and a mask with every key visible: every tile is full, so
+    # the masked call runs exactly the unmasked kernel's steps: the same bits.
+    if fn == "fp8" and not _fp8():
+        pytest.skip("no FP8 unit for this GPU")
+    q, k, v = make_qkv(2, 4, 4, 300, 384, 128, device="cuda")
+    plain = _call(fn, accum, "per_warp")(q, k, v, return_lse=True)
+    for mask in (torch.ones(300, 384, dtype=torch.bool, device="cuda"),
+                 torch.zeros(2, 1, 1, 384, dtype=torch.float16, device="cuda")):
+        masked = _call(fn, accum, "per_warp")(q, k, v, attn_mask=mask, return_lse=True)
+        for a, b in zip(masked, plain):
+            assert torch.equal(a, b)
+
+
+def test_key_padding_skips_the_padded_tiles(seed, spy):
+    # Key tiles behind the padding are skipped, not computed and discarded: with huge values in
+    # K and V behind a bool padding mask at a tile edge, the output is bit for bit the call on
+    # the visible keys alone (without K smoothing, whose mean would cover all keys).
+    q, k, v = make_qkv(1, 8, 8, 600, 640, 128, device="cuda")
+    k[:, :, 512:] = 3e4
+    v[:, :, 512:] = -3e4
+    keep = torch.zeros(1, 1, 1, 640, dtype=torch.bool, device="cuda")
+    keep[..., :512] = True
+    # (FP16 P·V: the FP8 path's V scale is a max over all keys, the padded ones too.)
+    for accum in ("fp32", "fp16+fp32"):
+        call = _call("fp16", accum, "per_thread")
+        out = call(q, k, v, attn_mask=keep, smooth_k=False)
+        assert torch.equal(out, call(q, k[:, :, :512], v[:, :, :512], smooth_k=False)), accum
+    assert spy == [False] * 4
+
+
+@pytest.mark.parametrize("fn,accum", MASK_CASES)
+def test_masked_lists_and_mask_checks_in_the_op(seed, fn, accum):
+    # Direct calls: a mask of the wrong shape or dtype, and lists made for other tiles, are
+    # refused with the op's name; lists with out-of-range entries cannot read out of bounds.
+    from sageattention.triton.block_map import block_lists
+
+    if fn == "fp8" and not _fp8():
+        pytest.skip("no FP8 unit for this GPU")
+    C = torch.ops.sageattention_C
+    q, k, v = make_qkv(1, 2, 2, 200, 200, 64, device="cuda")
+    k8, ks, _ = C.quant_int8(k, 3, 256, 64, True, 1.0)
+    mask = (torch.rand(1, 1, 200, 200, device="cuda") > 0.5).expand(1, 2, 200, 200)
+    bl = block_lists(mask, ks, block_m=128, block_n=64, is_causal=False, scales_per_tile=4)
+    strides = (bl.stride_b, bl.stride_h, bl.stride_m, bl.n_kb)
+    if fn == "fp16":
+        def op(m, lists, st):
+            return C.attn_int8_fp16(q, ks[:0], k8, ks, v, 200, False, False, True, 0, False,
+                                    0.18, m, lists, *st)
+        name = "attn_int8_fp16"
+    else:
+        v8, vs, _ = C.quant_v_fp8(v, 256, 64, False, 448.0)
+
+        def op(m, lists, st):
+            return C.attn_int8_fp8(q, ks[:0], k8, ks, v8, vs, 200, 200, 64, False, False, True,
+                                   3, False, False, 0.18, m, lists, *st)
+        name = "attn_int8_fp8"
+    out, _ = op(mask, bl.lists, strides)
+    want = reference.attention_fp64(q, k, v, attn_mask=mask.cpu(), sm_scale=0.18 / 1.4426950408889634)
+    _check(out, want, fn == "fp8", q.dtype)
+    with pytest.raises(RuntimeError, match=f"{name}: mask must be \\[B, Hq, nq, Nk\\]"):
+        op(mask[..., :100], bl.lists, strides)
+    with pytest.raises(RuntimeError, match=f"{name}: mask must be bool, float32, float16"):
+        op(mask.double(), bl.lists, strides)
+    with pytest.raises(RuntimeError, match=f"{name}: lists were made for other tiles"):
+        op(mask, bl.lists, strides[:3] + (7,))
+    with pytest.raises(RuntimeError, match=f"{name}: lists are too small"):
+        op(mask, bl.lists, (bl.stride_b, bl.stride_h, 10**6, bl.n_kb))
+    hostile = bl.lists.clone()
+    hostile.view(-1)[::3] = 2**30
+    hostile.view(-1)[1::3] = -(2**30)
+    out, _ = op(mask, hostile, strides)  # wrong numbers, but no fault
+    torch.cuda.synchronize()
+    assert out.shape == q.shape
 
 
 @pytest.mark.parametrize("smooth", [False, True])
@@ -392,12 +530,17 @@ def test_compiled_ops_turn_bad_input_into_python_errors():
         C.quant_int8(x.to(torch.int32), 0, 64, 64, True, 1.0)
     q8, q_scale, _ = C.quant_int8(x, 2, 128, 64, False, 1.0)
     k8, k_scale, _ = C.quant_int8(x, 3, 64, 64, True, 1.0)
+    none = torch.empty(0, device="cuda")
+    no_mask = (1.0, none, none, 0, 0, 0, 0)
     with pytest.raises(RuntimeError, match="attn_int8_fp16: pv_mode must be 0 or 1"):
-        C.attn_int8_fp16(q8, q_scale, k8, k_scale, x, 64, False, False, True, 5, False)
+        C.attn_int8_fp16(q8, q_scale, k8, k_scale, x, 64, False, False, True, 5, False, *no_mask)
     with pytest.raises(RuntimeError, match="attn_int8_fp16: v must be float16 or bfloat16"):
-        C.attn_int8_fp16(q8, q_scale, k8, k_scale, x.float(), 64, False, False, True, 0, False)
+        C.attn_int8_fp16(q8, q_scale, k8, k_scale, x.float(), 64, False, False, True, 0, False,
+                         *no_mask)
     with pytest.raises(RuntimeError, match="attn_int8_fp16: q8 and k8 must be int8"):
-        C.attn_int8_fp16(q_scale, q_scale, k8, k_scale, x, 64, False, False, True, 0, False)
-    out, _ = C.attn_int8_fp16(q8, q_scale, k8, k_scale, x, 64, False, False, True, 0, False)
+        C.attn_int8_fp16(q_scale, q_scale, k8, k_scale, x, 64, False, False, True, 0, False,
+                         *no_mask)
+    out, _ = C.attn_int8_fp16(q8, q_scale, k8, k_scale, x, 64, False, False, True, 0, False,
+                              *no_mask)
     torch.cuda.synchronize()
     assert out.shape == x.shape and torch.isfinite(out).all()

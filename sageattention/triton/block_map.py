@@ -127,9 +127,11 @@ def _grid_rows(n_rows: int) -> tuple:
 
 
 def block_lists(attn_mask: torch.Tensor, k_scales: torch.Tensor, *, block_m: int, block_n: int,
-                is_causal: bool) -> BlockLists:
-    """Lists for attn_mask ([B, H, Nq, Nk], a broadcast view) and the per-key K scales
-    ([B, Hkv, N_pad] contiguous, NaN for a non-finite key) of one attention call."""
+                is_causal: bool, scales_per_tile: int | None = None) -> BlockLists:
+    """Lists for attn_mask ([B, H, Nq, Nk], a broadcast view) and the K scales of one attention
+    call ([B, Hkv, S] contiguous, NaN for a non-finite key): one per key by default (the Triton
+    path), or scales_per_tile consecutive ones per key tile of block_n keys (the CUDA path's
+    group scales)."""
     B, H, Nq, Nk = attn_mask.shape
     smb, smh, smm, smn = attn_mask.stride()
     bm = 1 if smb == 0 else B
@@ -139,7 +141,6 @@ def block_lists(attn_mask: torch.Tensor, k_scales: torch.Tensor, *, block_m: int
     shared_rows = smm == 0 and not is_causal
     n_qb = 1 if shared_rows else triton.cdiv(Nq, block_m)
     n_kb = triton.cdiv(Nk, block_n)
-    n_pad = k_scales.shape[-1]
     # One value per (batch, key tile), NaN where any head has a non-finite key there (amax
     # keeps NaN). Folding the heads (and the batch, for a mask shared by the batch) only sends
     # more tiles to the exact partial path.
@@ -148,7 +149,8 @@ def block_lists(attn_mask: torch.Tensor, k_scales: torch.Tensor, *, block_m: int
         # an expanded view of nothing has no memory to read.
         lists = torch.zeros((1, 1, 1, 2, n_kb + 1), dtype=torch.int32, device=attn_mask.device)
         return BlockLists(lists, stride_b=0, stride_h=0, stride_m=0, n_kb=n_kb)
-    kbad = k_scales.reshape(B, -1, n_pad // block_n, block_n).amax(dim=(1, 3))
+    per_tile = block_n if scales_per_tile is None else scales_per_tile
+    kbad = k_scales.reshape(B, -1, k_scales.shape[-1] // per_tile, per_tile).amax(dim=(1, 3))
     if bm == 1:
         kbad = kbad.amax(dim=0, keepdim=True)
     n_rows = bm * hm * n_qb
