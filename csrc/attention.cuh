@@ -358,10 +358,12 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
   if constexpr (kQSmem) {
     q_scale = p.per_thread ? p.q_scale[bh * (p.nq_pad / 32 * 8) + (q0 / 32) * 8 + g]
                            : p.q_scale[bh * (p.nq_pad / 32) + q0 / 32];
-  } else if (p.raw_q.data != nullptr) {
-    q_scale = p.raw_q.bf16
-                  ? quantize_q_fragments<__nv_bfloat16>(p.raw_q, b, h, q0, p.Nq, p.D, !p.per_thread, qf)
-                  : quantize_q_fragments<__half>(p.raw_q, b, h, q0, p.Nq, p.D, !p.per_thread, qf);
+  } else if (MT == 2 && p.raw_q.data != nullptr) {  // (the host refuses raw Q otherwise)
+    if constexpr (MT == 2) {
+      q_scale = p.raw_q.bf16
+                    ? quantize_q_fragments<__nv_bfloat16>(p.raw_q, b, h, q0, p.Nq, p.D, !p.per_thread, qf)
+                    : quantize_q_fragments<__half>(p.raw_q, b, h, q0, p.Nq, p.D, !p.per_thread, qf);
+    }
   } else {
     q_scale = p.per_thread ? p.q_scale[bh * (p.nq_pad / 32 * 8) + (q0 / 32) * 8 + g]
                            : p.q_scale[bh * (p.nq_pad / 32) + q0 / 32];
@@ -845,7 +847,10 @@ constexpr bool kRawQBuilt = !kQInSmem<64> && !kQInSmem<128> && kMTiles<64> == 2 
 inline void check_quantized(const Tensor& q, const Tensor& q_scale, const Tensor& k8,
                             const Tensor& k_scale, int64_t nq, bool per_thread,
                             const char* op) {
-  SAGE_CHECK(q.is_cuda() && k8.is_cuda(), op, ": q and k8 must be CUDA tensors");
+  SAGE_CHECK(q.is_cuda() && k8.is_cuda() && k_scale.is_cuda(), op,
+             ": q, k8 and k_scale must be CUDA tensors");
+  SAGE_CHECK(same_device(q, k8) && same_device(k_scale, k8), op,
+             ": q, k8 and k_scale must be on the same GPU");
   SAGE_CHECK(k8.scalar_type() == kInt8 && (q.scalar_type() == kInt8 || is_raw_q(q)), op,
               ": q8 and k8 must be int8 (or q float16/bfloat16, quantized by the kernel)");
   SAGE_CHECK(q.dim() == 4 && k8.dim() == 4 && k8.is_contiguous(), op,
@@ -878,6 +883,8 @@ inline void check_quantized(const Tensor& q, const Tensor& q_scale, const Tensor
              ": q8 must be contiguous [B, H, N_pad, D_pad] like k8");
   SAGE_CHECK(q_scale.scalar_type() == kFloat && q_scale.is_contiguous(), op,
               ": scales must be contiguous float32");
+  SAGE_CHECK(q_scale.is_cuda() && same_device(q_scale, k8), op,
+             ": q_scale must be on k8's GPU");
   SAGE_CHECK(nq_pad % kQPad == 0 && nq >= 0 && nq <= nq_pad, op,
               ": q8 rows must be padded to a multiple of ", kQPad, " covering nq");
   SAGE_CHECK(q_scale.numel() == B * Hq * (nq_pad / 32) * (per_thread ? 8 : 1), op,
@@ -926,11 +933,17 @@ inline AttnParams common_params(const Tensor& q, const Tensor& q_scale, const Te
 // A masked call's mask and block_map.py's key-tile lists (both empty for an unmasked call),
 // checked and put into p. The mask is [B, Hq, nq, Nk] with any strides (0 where it
 // broadcasts); the lists int32 contiguous, indexed with the strides given (0 broadcasts).
-inline void set_mask(AttnParams& p, const Tensor& mask, const Tensor& lists, int64_t B,
+inline void set_mask(AttnParams& p, const Tensor& mask, const Tensor& lists, const Tensor& like,
+                     int64_t B,
                      int64_t lists_sb, int64_t lists_sh, int64_t lists_sm, int64_t n_kb,
                      const char* op) {
   if (mask.numel() == 0 && lists.numel() == 0) return;
-  SAGE_CHECK(mask.is_cuda() && lists.is_cuda(), op, ": mask and lists must be CUDA tensors");
+  // The lists are made for blocks of kQPad query rows (cuda_forward.BLOCK_M).
+  SAGE_CHECK(kCtaQ<64> == kQPad && kCtaQ<128> == kQPad, op,
+             ": this build's blocks are not ", kQPad, " query rows; masks need the default build");
+  SAGE_CHECK(mask.is_cuda() && lists.is_cuda() && same_device(mask, like) &&
+                 same_device(lists, like), op,
+             ": mask and lists must be CUDA tensors on the GPU of the other inputs");
   SAGE_CHECK(mask.dim() == 4 && mask.size(0) == B && mask.size(1) == p.Hq &&
                  mask.size(2) == p.Nq && mask.size(3) == p.Nk,
              op, ": mask must be [B, Hq, nq, Nk] (an expanded view is fine)");
@@ -943,7 +956,10 @@ inline void set_mask(AttnParams& p, const Tensor& mask, const Tensor& lists, int
   SAGE_CHECK(n_kb == (p.Nk + kCtaK - 1) / kCtaK && lists_sb >= 0 && lists_sh >= 0 &&
                  lists_sm >= 0,
              op, ": lists were made for other tiles (", kQPad, " queries, ", kCtaK, " keys)");
-  // Every index the kernel can form must be inside the lists (they come from Python).
+  // Every index the kernel can form must be inside the lists (they come from Python); each
+  // stride is bounded first, so that the sum below cannot overflow.
+  SAGE_CHECK(lists_sb <= lists.numel() && lists_sh <= lists.numel() && lists_sm <= lists.numel(),
+             op, ": lists are too small for these strides");
   const int64_t last = (B - 1) * lists_sb + (p.Hq - 1) * lists_sh + (n_qb - 1) * lists_sm +
                        2 * (n_kb + 1);
   SAGE_CHECK(last <= lists.numel(), op, ": lists are too small for these strides");

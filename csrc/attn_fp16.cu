@@ -29,7 +29,8 @@ std::tuple<Tensor, Tensor> attn_int8_fp16(const Tensor& q, const Tensor& q_scale
   const char* op = "attn_int8_fp16";
   check_quantized(q, q_scale, k8, k_scale, nq, per_thread, op);
   SAGE_CHECK(pv_mode == kPvF16AccF32 || pv_mode == kPvF16AccF16, op, ": pv_mode must be 0 or 1");
-  SAGE_CHECK(v.is_cuda() && v.dim() == 4, op, ": v must be a CUDA tensor [B, Hkv, Nk, D]");
+  SAGE_CHECK(v.is_cuda() && v.dim() == 4 && same_device(v, k8), op,
+             ": v must be a CUDA tensor [B, Hkv, Nk, D] on k8's GPU");
   SAGE_CHECK(v.scalar_type() == kHalf || v.scalar_type() == kBFloat16, op,
               ": v must be float16 or bfloat16");
   const int64_t B = q.size(0), Hq = q.size(1), d_pad = k8.size(3);
@@ -53,7 +54,7 @@ std::tuple<Tensor, Tensor> attn_int8_fp16(const Tensor& q, const Tensor& q_scale
                                bf16, q_scale_mul);
   p.v = v.data_ptr();
   p.v_sb = v.stride(0), p.v_sh = v.stride(1), p.v_sn = v.stride(2);
-  set_mask(p, mask, lists, B, lists_sb, lists_sh, lists_sm, n_kb, op);
+  set_mask(p, mask, lists, k8, B, lists_sb, lists_sh, lists_sm, n_kb, op);
   dispatch_shape(d_pad, causal, [&](auto d_pad_c, auto causal_c) {
     dispatch_pv<decltype(d_pad_c)::value, decltype(causal_c)::value>(p, B, pv_mode, bf16, stream);
   });

@@ -150,6 +150,11 @@ constexpr ScalarType kInt8 = ScalarType::Char;
 constexpr ScalarType kUInt8 = ScalarType::Byte;
 constexpr ScalarType kBool = ScalarType::Bool;
 
+// Whether two CUDA tensors are on the same GPU.
+inline bool same_device(const Tensor& a, const Tensor& b) {
+  return static_cast<int64_t>(a.get_device()) == static_cast<int64_t>(b.get_device());
+}
+
 template <typename T>
 T* ptr(const Tensor& t) {
   return static_cast<T*>(t.data_ptr());

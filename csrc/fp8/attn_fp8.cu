@@ -46,6 +46,8 @@ std::tuple<Tensor, Tensor> attn_int8_fp8(const Tensor& q, const Tensor& q_scale,
                   v8.dim() == 4 && v8.size(0) == B && v8.size(1) == Hkv && v8.size(2) == d_pad &&
                   v8.size(3) == nk_pad,
               op, ": v8 must be contiguous uint8 [B, Hkv, D_pad, Nk_pad] (quant_v_fp8)");
+  SAGE_CHECK(same_device(v8, k8) && v_scale.is_cuda() && same_device(v_scale, k8), op,
+             ": v8 and v_scale must be on k8's GPU");
   SAGE_CHECK(v_scale.scalar_type() == kFloat && v_scale.is_contiguous() &&
                   v_scale.numel() == B * Hkv * d_pad,
               op, ": v_scale must be contiguous float32 [B, Hkv, D_pad]");
@@ -62,7 +64,7 @@ std::tuple<Tensor, Tensor> attn_int8_fp8(const Tensor& q, const Tensor& q_scale,
                                per_thread, out_bf16, q_scale_mul);
   p.v = v8.data_ptr();
   p.v_scale = ptr<float>(v_scale);
-  set_mask(p, mask, lists, B, lists_sb, lists_sh, lists_sm, n_kb, op);
+  set_mask(p, mask, lists, k8, B, lists_sb, lists_sh, lists_sm, n_kb, op);
   dispatch_shape(d_pad, causal, [&](auto d_pad_c, auto causal_c) {
     dispatch_pv<decltype(d_pad_c)::value, decltype(causal_c)::value>(p, B, pv_mode, stream);
   });
