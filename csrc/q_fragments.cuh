@@ -52,36 +52,34 @@ __device__ __forceinline__ float quantize_q_fragments(const RawQ& q, int64_t b, 
   static_assert(MT == 2, "a scale group spans one warp's 32 rows: two m16 tiles");
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const T* base = static_cast<const T*>(q.data) + b * q.sb + h * q.sh;
+  // f(mt, kc, i) for every fragment register of the warp's two m16 tiles.
+  auto each_register = [](auto&& f) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int kc = 0; kc < KC; ++kc)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) f(mt, kc, i);
+  };
   uint2 raw[MT][KC][4];
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int kc = 0; kc < KC; ++kc)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        // A fragment: a0 row g, a1 row g + 8, a2 / a3 the same 16 channels further.
-        const int row = q0 + 16 * mt + g + 8 * (i & 1);
-        const int ch = kc * 32 + 16 * (i >> 1) + 4 * t;
-        raw[mt][kc][i] = row < nq && ch < d
-                             ? *reinterpret_cast<const uint2*>(base + row * q.sn + ch)
-                             : make_uint2(0u, 0u);
-      }
+  each_register([&](int mt, int kc, int i) {
+    // A fragment: a0 row g, a1 row g + 8, a2 / a3 the same 16 channels further.
+    const int row = q0 + 16 * mt + g + 8 * (i & 1);
+    const int ch = kc * 32 + 16 * (i >> 1) + 4 * t;
+    raw[mt][kc][i] = row < nq && ch < d ? *reinterpret_cast<const uint2*>(base + row * q.sn + ch)
+                                        : make_uint2(0u, 0u);
+  });
   float amax = 0.f;
   bool bad = false;
+  each_register([&](int mt, int kc, int i) {
+    float x[4];
+    four_floats<T>(raw[mt][kc][i], x);
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int kc = 0; kc < KC; ++kc)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        float x[4];
-        four_floats<T>(raw[mt][kc][i], x);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          if (isfinite(x[e])) amax = fmaxf(amax, fabsf(x[e]));
-          else bad = true;
-        }
-      }
+    for (int e = 0; e < 4; ++e) {
+      if (isfinite(x[e])) amax = fmaxf(amax, fabsf(x[e]));
+      else bad = true;
+    }
+  });
   // The group: the row quad (per_thread) or the whole warp (per_warp).
   int bad_i = bad;
 #pragma unroll
@@ -92,20 +90,14 @@ __device__ __forceinline__ float quantize_q_fragments(const RawQ& q, int64_t b, 
   }
   amax = fmaxf(amax, kMinAmax);
   const float inv = 127.f / amax;
+  each_register([&](int mt, int kc, int i) {
+    float x[4];
+    four_floats<T>(raw[mt][kc][i], x);
+    uint32_t packed = 0u;
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int kc = 0; kc < KC; ++kc)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        float x[4];
-        four_floats<T>(raw[mt][kc][i], x);
-        uint32_t packed = 0u;
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          packed |= int8_code(isfinite(x[e]) ? x[e] : 0.f, inv) << (8 * e);
-        qf[mt][kc][i] = packed;
-      }
+    for (int e = 0; e < 4; ++e) packed |= int8_code(isfinite(x[e]) ? x[e] : 0.f, inv) << (8 * e);
+    qf[mt][kc][i] = packed;
+  });
   return bad_i ? poisoned_scale() : amax / 127.f * q.scale_mul;
 }
 
