@@ -111,12 +111,11 @@ enum MaskKind : int { kMaskBool = 1, kMaskF32 = 2, kMaskF16 = 3, kMaskBF16 = 4 }
 
 // The mask's contribution to a base-2 score: 0 or -inf for a bool mask, the additive mask
 // times log2(e) otherwise (NaN and +inf pass through: such a row comes out NaN, as in SDPA).
+constexpr float kLog2e = 1.4426950408889634f;
 __device__ __forceinline__ float mask_bias(uint8_t keep) { return keep ? 0.f : -INFINITY; }
-__device__ __forceinline__ float mask_bias(float v) { return v * 1.4426950408889634f; }
-__device__ __forceinline__ float mask_bias(__half v) { return __half2float(v) * 1.4426950408889634f; }
-__device__ __forceinline__ float mask_bias(__nv_bfloat16 v) {
-  return __bfloat162float(v) * 1.4426950408889634f;
-}
+__device__ __forceinline__ float mask_bias(float v) { return v * kLog2e; }
+__device__ __forceinline__ float mask_bias(__half v) { return __half2float(v) * kLog2e; }
+__device__ __forceinline__ float mask_bias(__nv_bfloat16 v) { return __bfloat162float(v) * kLog2e; }
 
 // Calls f(T{}, unit) with T the element type of the mask (uint8_t for bool) and unit a
 // std::bool_constant saying whether its key stride is 1 (then a tile's mask reads have

@@ -24,8 +24,9 @@ from . import _checks, granularity, ops
 LOG2E = 1.4426950408889634
 MAX_HEAD_DIM = 128
 MAX_GRID = 65535  # batch and query heads are grid dimensions of the attention kernel
-Q_PAD = 128  # quantized Q rows are padded to the attention kernel's largest block (kQPad)
-BLOCK_M = 128  # query rows of one block of the attention kernel (kCtaQ: 4 warps x 32 rows)
+# Query rows of one block of the attention kernel (kCtaQ: 4 warps x 32 rows), which is also
+# the padding of quant_int8's Q (kQPad) and the query tile of a masked call's lists.
+BLOCK_M = 128
 MASK_DTYPES = (torch.bool, torch.float32, torch.float16, torch.bfloat16)
 # The attention kernel quantizes Q as it loads it (no separate pass) when Q's rows allow it;
 # False always runs the separate pass (for measurements: docs/perf-notes.md row 33).
@@ -97,7 +98,7 @@ def attention_forward(q, k, v, *, sm_scale: float, tensor_layout: str, is_causal
     per_thread = qk_quant_gran == "per_thread"
     q_mode = granularity.q_mode(qk_quant_gran)
     k_mode = granularity.k_mode(qk_quant_gran)
-    nq_pad = _pad(Nq, Q_PAD)
+    nq_pad = _pad(Nq, BLOCK_M)
     nk_pad = _pad(Nk, granularity.K_BLOCK)
     cuda = torch.ops.sageattention_C
     q_mul = float(sm_scale) * LOG2E
