@@ -72,6 +72,8 @@ SHAPES = [
           valid_keys=4096 + 256),
     # Not a client's mask: the general case, where no key tile can run unmasked or be skipped.
     Shape("flux-mask-random", 1, FLUX_H, FLUX_N, FLUX_N, 128, mask="bool", pattern="random"),
+    Shape("flux-mask-random-additive", 1, FLUX_H, FLUX_N, FLUX_N, 128, mask="additive",
+          pattern="random"),
 ]
 for world in (2, 4):
     SHAPES += [

@@ -74,7 +74,7 @@ enum PvMode : int {
 constexpr bool is_fp8(int pv) { return pv >= kPvF8AccF32; }
 
 // The copies of the key-tile step (attention_kernel's `step`).
-enum StepKind : int { kStepPlain = 0, kStepBounds = 1, kStepMask = 2 };
+enum StepKind : int { kStepPlain = 0, kStepBounds = 1, kStepMask = 2, kStepBits = 3 };
 
 struct AttnParams {
   // Q: raw_q.data set = the kernel quantizes Q itself (q_fragments.cuh); otherwise q8 and
@@ -104,6 +104,13 @@ struct AttnParams {
   const void* mask;
   int64_t m_sb, m_sh, m_sm, m_sn;
   int mask_kind;  // MaskKind
+  int mask_access;  // MaskAccess (float masks)
+  // A bool mask as block_map.py's visibility bits: per query row and key tile four int16, the
+  // t-th holding thread t's 16 keys (bit 2 * j + c: key 8 * j + 2 * t + c), with element
+  // strides (in int16) per batch, query head and query row (0 where they broadcast). A bool
+  // mask is read only through these; float masks have none (nullptr).
+  const int16_t* mask_bits;
+  int64_t mb_sb, mb_sh, mb_sm;
 };
 
 // attn_mask dtypes of a masked call (the op's mask argument).
@@ -112,22 +119,38 @@ enum MaskKind : int { kMaskBool = 1, kMaskF32 = 2, kMaskF16 = 3, kMaskBF16 = 4 }
 // The mask's contribution to a base-2 score: 0 or -inf for a bool mask, the additive mask
 // times log2(e) otherwise (NaN and +inf pass through: such a row comes out NaN, as in SDPA).
 constexpr float kLog2e = 1.4426950408889634f;
-__device__ __forceinline__ float mask_bias(uint8_t keep) { return keep ? 0.f : -INFINITY; }
 __device__ __forceinline__ float mask_bias(float v) { return v * kLog2e; }
 __device__ __forceinline__ float mask_bias(__half v) { return __half2float(v) * kLog2e; }
 __device__ __forceinline__ float mask_bias(__nv_bfloat16 v) { return __bfloat162float(v) * kLog2e; }
+// The biases of two adjacent keys from one aligned load (MaskAccess kMaskPairs).
+__device__ __forceinline__ float2 mask_bias2(const float* v) {
+  const float2 x = *reinterpret_cast<const float2*>(v);
+  return make_float2(x.x * kLog2e, x.y * kLog2e);
+}
+__device__ __forceinline__ float2 mask_bias2(const __half* v) {
+  const float2 x = __half22float2(*reinterpret_cast<const __half2*>(v));
+  return make_float2(x.x * kLog2e, x.y * kLog2e);
+}
+__device__ __forceinline__ float2 mask_bias2(const __nv_bfloat16* v) {
+  const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(v));
+  return make_float2(x.x * kLog2e, x.y * kLog2e);
+}
 
-// Calls f(T{}, unit) with T the element type of the mask (uint8_t for bool) and unit a
-// std::bool_constant saying whether its key stride is 1 (then a tile's mask reads have
-// compile-time offsets from one pointer per row).
+// How the float mask step reads a row's mask values: with the key stride (any view), with
+// compile-time offsets (unit key stride), or two adjacent keys per load (unit key stride, Nk
+// and every other stride even, the data aligned to two elements: set_mask decides).
+enum MaskAccess : int { kMaskStrided = 0, kMaskUnit = 1, kMaskPairs = 2 };
+
+// Calls f(T{}, access) with T the element type of a float mask and access its MaskAccess
+// (std::integral_constant).
 template <typename F>
 __device__ __forceinline__ void with_mask_type(const AttnParams& p, F&& f) {
   auto by_stride = [&](auto tag) {
-    if (p.m_sn == 1) f(tag, std::true_type{});
-    else f(tag, std::false_type{});
+    if (p.mask_access == kMaskPairs) f(tag, std::integral_constant<int, kMaskPairs>{});
+    else if (p.mask_access == kMaskUnit) f(tag, std::integral_constant<int, kMaskUnit>{});
+    else f(tag, std::integral_constant<int, kMaskStrided>{});
   };
-  switch (p.mask_kind) {
-    case kMaskBool: by_stride(uint8_t{}); break;
+  switch (p.mask_kind) {  // (bool masks arrive as bits: kStepBits)
     case kMaskF32: by_stride(float{}); break;
     case kMaskF16: by_stride(__half{}); break;
     default: by_stride(__nv_bfloat16{});
@@ -405,10 +428,23 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
   // (docs/perf-notes.md row 25).
   auto step = [&](const int i, const int tile, const int next, auto kind_c) {
     constexpr int kKind = decltype(kind_c)::value;
-    constexpr bool kMasked = kKind == kStepBounds;
+    constexpr bool kBounds = kKind == kStepBounds;
+    constexpr bool kBits = kKind == kStepBits;
+    constexpr bool kMasked = kBounds || kBits;  // hidden scores as INT_MIN
     constexpr bool kElemMask = kKind == kStepMask;
     const int stage = i & 1;
     const bool has_next = next >= 0;
+    // A bool mask's partial tile: thread t's visibility bits of its rows (g and g + 8 of each
+    // m16 tile, low and high half), loaded before Q·Kᵀ so that the MMAs hide the latency.
+    uint32_t vis[kBits ? MT : 1];
+    if constexpr (kBits) {
+      const int16_t* bits = p.mask_bits + b * p.mb_sb + h * p.mb_sh +
+                            static_cast<int64_t>(q0 + g) * p.mb_sm + tile * 4 + t;
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+        vis[mt] = static_cast<uint16_t>(bits[(16 * mt) * p.mb_sm]) |
+                  static_cast<uint32_t>(static_cast<uint16_t>(bits[(16 * mt + 8) * p.mb_sm])) << 16;
+    }
     ptx::cp_async_wait<1>();  // this tile's K has landed (its V may still be in flight)
     __syncthreads();
     if (has_next) load_k_tile<D_PAD, PV>(p, k_smem_u32 + (stage ^ 1) * L::k_tile, bhk, next);
@@ -457,9 +493,10 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
 #pragma unroll
           for (int e = 0; e < 4; ++e) acc[mt][j][e] = -acc[mt][j][e];
     }
-    // Mask keys past Nk and, causally, keys after the row (INT_MIN never wins the max).
+    // Mask keys past Nk and, causally, keys after the row, or (kBits) every key the bits hide,
+    // which block_map.py folded in with those (INT_MIN never wins the max).
     const int key0 = tile * kCtaK;
-    if constexpr (kMasked) {
+    if constexpr (kBounds) {
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -470,6 +507,15 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
             const int row = q0 + 16 * mt + g + 8 * (e >> 1);
             if (key >= p.Nk || (CAUSAL && key > row)) acc[mt][j][e] = INT_MIN;
           }
+    }
+    if constexpr (kBits) {
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            if (!(vis[kBits ? mt : 0] & (1u << (16 * (e >> 1) + 2 * j + (e & 1))))) acc[mt][j][e] = INT_MIN;
     }
     // Online softmax (base 2). Reductions are trees: with two warps per scheduler, serial
     // chains of dependent max/add would leave the pipes idle (ncu: fixed-latency stalls).
@@ -485,27 +531,43 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
       if constexpr (kElemMask) {
         // A masked call's partial tile: float scores plus the mask's bias (keys past Nk and,
         // causally, after the row are -inf, so that only the mask lets a NaN key through).
+        // x = acc * sc + bias, the integer read as a float by the 1.5 * 2^23 bias as in the
+        // other steps (no quarter-rate I2F); the max and exponent follow in floats.
         float x[8][4];
-        with_mask_type(p, [&](auto tag, auto unit_c) {
+        const float x_off = -12582912.f * sc;
+        with_mask_type(p, [&](auto tag, auto access_c) {
           using T = decltype(tag);
-          constexpr bool kUnit = decltype(unit_c)::value;
+          constexpr int kAccess = decltype(access_c)::value;
           const T* base = static_cast<const T*>(p.mask) + b * p.m_sb + h * p.m_sh +
-                          static_cast<int64_t>(key0 + 2 * t) * (kUnit ? 1 : p.m_sn);
+                          static_cast<int64_t>(key0 + 2 * t) * (kAccess != kMaskStrided ? 1 : p.m_sn);
 #pragma unroll
           for (int r = 0; r < 2; ++r) {
             const int row = q0 + 16 * mt + g + 8 * r;
+            // The row's keys 8j + c (from key0 + 2t) below lim are inside [0, Nk) and,
+            // causally, not after the row; a row past Nq has none (and reads nothing).
+            const int lim = (row < p.Nq ? (CAUSAL ? min(p.Nk, row + 1) : p.Nk) : 0) - (key0 + 2 * t);
             const T* rp = base + static_cast<int64_t>(row) * p.m_sm;
 #pragma unroll
-            for (int j = 0; j < 8; ++j)
+            for (int j = 0; j < 8; ++j) {
+              float bias[2];
+              if constexpr (kAccess == kMaskPairs) {
+                // Nk even: the pair's second key is below Nk whenever its first is.
+                const float2 bb = 8 * j < lim ? mask_bias2(rp + 8 * j) : make_float2(0.f, 0.f);
+                bias[0] = bb.x, bias[1] = bb.y;
+              } else {
+#pragma unroll
+                for (int c = 0; c < 2; ++c) {
+                  const int64_t off = kAccess == kMaskUnit ? 8 * j + c : static_cast<int64_t>(8 * j + c) * p.m_sn;
+                  bias[c] = 8 * j + c < lim ? mask_bias(rp[off]) : 0.f;
+                }
+              }
 #pragma unroll
               for (int c = 0; c < 2; ++c) {
-                const int key = key0 + 8 * j + 2 * t + c;
-                const bool inside = row < p.Nq && key < p.Nk && !(CAUSAL && key > row);
-                const int64_t off = kUnit ? 8 * j + c : static_cast<int64_t>(8 * j + c) * p.m_sn;
-                x[j][2 * r + c] = inside ? fmaf(static_cast<float>(acc[mt][j][2 * r + c]), sc,
-                                                mask_bias(rp[off]))
-                                         : -INFINITY;
+                const unsigned biased = static_cast<unsigned>(acc[mt][j][2 * r + c]) + 0x4B400000u;
+                x[j][2 * r + c] = 8 * j + c < lim ? fmaf(__uint_as_float(biased), sc, x_off) + bias[c]
+                                                  : -INFINITY;
               }
+            }
           }
         });
 #pragma unroll
@@ -549,6 +611,10 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
           m[mt][r] = m_new;
         }
         const float offset[2] = {-12582912.f * sc - m_use[0], -12582912.f * sc - m_use[1]};
+        // A hidden score's exponent: -inf, but behind the bits (kBits) NaN where the scale is
+        // (a non-finite key in the group), as a mask's bias on a NaN score is in SDPA and in
+        // the float mask step.
+        const float hidden = kBits ? -INFINITY * sc : -INFINITY;
         // Two copies of the loop so that the integer scores die as the probabilities appear
         // (a separate masking pass would keep both alive: spills at D=128).
         if constexpr (kMasked) {
@@ -558,7 +624,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
             for (int e = 0; e < 4; ++e) {
               const unsigned biased = static_cast<unsigned>(acc[mt][j][e]) + 0x4B400000u;
               const float x = fmaf(__uint_as_float(biased), sc, offset[e >> 1]);
-              s[mt][j][e] = ptx::fast_exp2(acc[mt][j][e] == INT_MIN ? -INFINITY : x);
+              s[mt][j][e] = ptx::fast_exp2(acc[mt][j][e] == INT_MIN ? hidden : x);
             }
         } else {
 #pragma unroll
@@ -747,6 +813,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
   using Plain = std::integral_constant<int, kStepPlain>;
   using Bounds = std::integral_constant<int, kStepBounds>;
   using Mask = std::integral_constant<int, kStepMask>;
+  using Bits = std::integral_constant<int, kStepBits>;
   if constexpr (!MASKED) {
     int tile = 0;
     for (; tile < n_unmasked; ++tile) step(tile, tile, tile + 1 < n_tiles ? tile + 1 : -1, Plain{});
@@ -761,10 +828,19 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
       step(i, cur, next, Plain{});
       cur = next, next = after;
     }
-    for (; i < n_listed; ++i) {
-      const int after = i + 2 < n_listed ? listed_tile(i + 2) : -1;
-      step(i, cur, next, Mask{});
-      cur = next, next = after;
+    // Partial tiles: a bool mask through its bits, a float one element by element.
+    if (p.mask_bits != nullptr) {
+      for (; i < n_listed; ++i) {
+        const int after = i + 2 < n_listed ? listed_tile(i + 2) : -1;
+        step(i, cur, next, Bits{});
+        cur = next, next = after;
+      }
+    } else {
+      for (; i < n_listed; ++i) {
+        const int after = i + 2 < n_listed ? listed_tile(i + 2) : -1;
+        step(i, cur, next, Mask{});
+        cur = next, next = after;
+      }
     }
   }
   // A non-finite Q value makes its scale group's rows NaN, as its NaN scores do in an unmasked
@@ -935,8 +1011,11 @@ inline AttnParams common_params(const Tensor& q, const Tensor& q_scale, const Te
 inline void set_mask(AttnParams& p, const Tensor& mask, const Tensor& lists, const Tensor& like,
                      int64_t B,
                      int64_t lists_sb, int64_t lists_sh, int64_t lists_sm, int64_t n_kb,
-                     const char* op) {
-  if (mask.numel() == 0 && lists.numel() == 0) return;
+                     const Tensor& mask_bits, const char* op) {
+  if (mask.numel() == 0 && lists.numel() == 0) {
+    SAGE_CHECK(mask_bits.numel() == 0, op, ": mask_bits without a mask");
+    return;
+  }
   // The lists are made for blocks of kQPad query rows (cuda_forward.BLOCK_M).
   SAGE_CHECK(kCtaQ<64> == kQPad && kCtaQ<128> == kQPad, op,
              ": this build's blocks are not ", kQPad, " query rows; masks need the default build");
@@ -968,6 +1047,30 @@ inline void set_mask(AttnParams& p, const Tensor& mask, const Tensor& lists, con
   p.mask = mask.data_ptr();
   p.m_sb = mask.stride(0), p.m_sh = mask.stride(1), p.m_sm = mask.stride(2), p.m_sn = mask.stride(3);
   p.mask_kind = dt == kBool ? kMaskBool : dt == kFloat ? kMaskF32 : dt == kHalf ? kMaskF16 : kMaskBF16;
+  // Two adjacent keys per load where every pair the kernel reads is aligned and inside a row.
+  const uintptr_t pair_bytes = dt == kFloat ? 8 : 4;
+  const bool unit = p.m_sn == 1;
+  const bool pairs = unit && p.Nk % 2 == 0 && p.m_sb % 2 == 0 && p.m_sh % 2 == 0 &&
+                     p.m_sm % 2 == 0 && reinterpret_cast<uintptr_t>(mask.data_ptr()) % pair_bytes == 0;
+  p.mask_access = pairs ? kMaskPairs : unit ? kMaskUnit : kMaskStrided;
+  // A bool mask reaches the kernel as block_map.py's visibility bits only; float masks have none.
+  SAGE_CHECK((dt == kBool) == (mask_bits.numel() > 0), op,
+             dt == kBool ? ": a bool mask needs its mask_bits (block_lists(..., with_bits=True))"
+                         : ": mask_bits are for bool masks only");
+  if (dt != kBool) return;
+  const int64_t rows = n_qb * kQPad;
+  SAGE_CHECK(mask_bits.is_cuda() && same_device(mask_bits, like) &&
+                 mask_bits.scalar_type() == ScalarType::Long && mask_bits.is_contiguous() &&
+                 mask_bits.dim() == 4 && (mask_bits.size(0) == 1 || mask_bits.size(0) == B) &&
+                 (mask_bits.size(1) == 1 || mask_bits.size(1) == p.Hq) &&
+                 (mask_bits.size(2) == 1 || mask_bits.size(2) == rows) && mask_bits.size(3) == n_kb,
+             op, ": mask_bits must be contiguous int64 [1 or B, 1 or Hq, 1 or ", rows, ", ", n_kb,
+             "] on the GPU of the other inputs (sageattention/triton/block_map.py)");
+  // Strides in int16 (each int64 is four threads' 16 bits); 0 where a dimension broadcasts.
+  p.mask_bits = static_cast<const int16_t*>(mask_bits.data_ptr());
+  p.mb_sb = mask_bits.size(0) == 1 ? 0 : 4 * mask_bits.stride(0);
+  p.mb_sh = mask_bits.size(1) == 1 ? 0 : 4 * mask_bits.stride(1);
+  p.mb_sm = mask_bits.size(2) == 1 ? 0 : 4 * mask_bits.stride(2);
 }
 
 // Calls launch(D_PAD, CAUSAL) with both as compile-time constants (std::integral_constant).

@@ -25,7 +25,8 @@ std::tuple<Tensor, Tensor> attn_int8_fp16(const Tensor& q, const Tensor& q_scale
                                           bool return_lse, double q_scale_mul,
                                           const Tensor& mask, const Tensor& lists,
                                           int64_t lists_sb, int64_t lists_sh,
-                                          int64_t lists_sm, int64_t n_kb) {
+                                          int64_t lists_sm, int64_t n_kb,
+                                          const Tensor& mask_bits) {
   const char* op = "attn_int8_fp16";
   check_quantized(q, q_scale, k8, k_scale, nq, per_thread, op);
   SAGE_CHECK(pv_mode == kPvF16AccF32 || pv_mode == kPvF16AccF16, op, ": pv_mode must be 0 or 1");
@@ -54,7 +55,7 @@ std::tuple<Tensor, Tensor> attn_int8_fp16(const Tensor& q, const Tensor& q_scale
                                bf16, q_scale_mul);
   p.v = v.data_ptr();
   p.v_sb = v.stride(0), p.v_sh = v.stride(1), p.v_sn = v.stride(2);
-  set_mask(p, mask, lists, k8, B, lists_sb, lists_sh, lists_sm, n_kb, op);
+  set_mask(p, mask, lists, k8, B, lists_sb, lists_sh, lists_sm, n_kb, mask_bits, op);
   dispatch_shape(d_pad, causal, [&](auto d_pad_c, auto causal_c) {
     dispatch_pv<decltype(d_pad_c)::value, decltype(causal_c)::value>(p, B, pv_mode, bf16, stream);
   });

@@ -19,7 +19,8 @@ std::tuple<Tensor, Tensor, Tensor> quant_int8(const Tensor& x, int64_t mode,
 // [B, Hq, nq, D], unit channel stride, 8-byte aligned rows; q_scale unused), which the kernel
 // quantizes with the same arithmetic, its scales multiplied by q_scale_mul (q_fragments.cuh).
 // A masked call passes the mask ([B, Hq, nq, Nk] view, bool or float) and the key-tile lists
-// of sageattention/triton/block_map.py with their strides; an unmasked one two empty tensors.
+// of sageattention/triton/block_map.py with their strides, and for a bool mask its visibility
+// bits from the same pass (mask_bits); an unmasked one three empty tensors.
 std::tuple<Tensor, Tensor> attn_int8_fp16(const Tensor& q, const Tensor& q_scale,
                                           const Tensor& k8, const Tensor& k_scale,
                                           const Tensor& v, int64_t nq, bool nhd,
@@ -27,7 +28,8 @@ std::tuple<Tensor, Tensor> attn_int8_fp16(const Tensor& q, const Tensor& q_scale
                                           bool return_lse, double q_scale_mul,
                                           const Tensor& mask, const Tensor& lists,
                                           int64_t lists_sb, int64_t lists_sh,
-                                          int64_t lists_sm, int64_t n_kb);
+                                          int64_t lists_sm, int64_t n_kb,
+                                         const Tensor& mask_bits);
 
 // v [B, H, N, D] -> (e4m3 bytes [B, H, d_pad, n_pad] transposed, scale [B, H, d_pad],
 // mean [B, H, D]); quant_v_fp8.cu.
@@ -44,7 +46,8 @@ std::tuple<Tensor, Tensor> attn_int8_fp8(const Tensor& q, const Tensor& q_scale,
                                          int64_t pv_mode, bool return_lse, bool out_bf16,
                                          double q_scale_mul, const Tensor& mask,
                                          const Tensor& lists, int64_t lists_sb,
-                                         int64_t lists_sh, int64_t lists_sm, int64_t n_kb);
+                                         int64_t lists_sh, int64_t lists_sm, int64_t n_kb,
+                                         const Tensor& mask_bits);
 
 bool fp8_f16_accum_compiled();
 

@@ -12,18 +12,20 @@ SAGE_LIBRARY(sageattention_C, m) {
   m.def("quant_int8(Tensor x, int mode, int n_pad, int d_pad, bool smooth, float scale_mul, "
         "bool per_row=False) -> (Tensor, Tensor, Tensor)");
   // q: quant_int8's INT8 Q (q_scale its scales), or float16/bfloat16 Q that the kernel
-  // quantizes itself with scales times q_scale_mul; mask and lists: a masked call's attn_mask
-  // and block_map.py's key-tile lists, empty tensors for none (kernels.h).
+  // quantizes itself with scales times q_scale_mul; mask, lists and mask_bits: a masked call's
+  // attn_mask, block_map.py's key-tile lists and a bool mask's bits, empty tensors for none
+  // (kernels.h).
   m.def("attn_int8_fp16(Tensor q8, Tensor q_scale, Tensor k8, Tensor k_scale, Tensor v, int nq, "
         "bool nhd, bool causal, bool per_thread, int pv_mode, bool return_lse, "
         "float q_scale_mul, Tensor mask, Tensor lists, int lists_sb, int lists_sh, "
-        "int lists_sm, int n_kb) -> (Tensor, Tensor)");
+        "int lists_sm, int n_kb, Tensor mask_bits) -> (Tensor, Tensor)");
   m.def("quant_v_fp8(Tensor v, int n_pad, int d_pad, bool smooth, float max_value) "
         "-> (Tensor, Tensor, Tensor)");
   m.def("attn_int8_fp8(Tensor q8, Tensor q_scale, Tensor k8, Tensor k_scale, Tensor v8, "
         "Tensor v_scale, int nq, int nk, int head_dim, bool nhd, bool causal, bool per_thread, "
         "int pv_mode, bool return_lse, bool out_bf16, float q_scale_mul, Tensor mask, "
-        "Tensor lists, int lists_sb, int lists_sh, int lists_sm, int n_kb) -> (Tensor, Tensor)");
+        "Tensor lists, int lists_sb, int lists_sh, int lists_sm, int n_kb, Tensor mask_bits) "
+        "-> (Tensor, Tensor)");
 }
 
 SAGE_LIBRARY_IMPL(sageattention_C, CUDA, m) {

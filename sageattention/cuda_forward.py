@@ -116,10 +116,12 @@ def attention_forward(q, k, v, *, sm_scale: float, tensor_layout: str, is_causal
         from .triton.block_map import block_lists  # Triton is imported on first masked call
 
         bl = block_lists(attn_mask, ks, block_m=BLOCK_M, block_n=granularity.K_BLOCK,
-                         is_causal=bool(is_causal), scales_per_tile=4 if per_thread else 1)
-        mask_args = (attn_mask, bl.lists, bl.stride_b, bl.stride_h, bl.stride_m, bl.n_kb)
+                         is_causal=bool(is_causal), scales_per_tile=4 if per_thread else 1,
+                         with_bits=True)
+        mask_args = (attn_mask, bl.lists, bl.stride_b, bl.stride_h, bl.stride_m, bl.n_kb,
+                     none if bl.bits is None else bl.bits)
     else:
-        mask_args = (none, none, 0, 0, 0, 0)
+        mask_args = (none, none, 0, 0, 0, 0, none)
     # With V's mean removed (FP8 + smooth_v) the mean goes back only to rows that saw a key,
     # which a mask can leave empty: the LSE tells which.
     need_lse = return_lse or (masked and pv_fp8 and smooth_v)

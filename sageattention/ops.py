@@ -183,7 +183,7 @@ def _register_fakes() -> None:
     @register("sageattention_C::attn_int8_fp16")
     def _attn_int8_fp16_fake(q8, q_scale, k8, k_scale, v, nq, nhd, causal, per_thread, pv_mode,
                              return_lse, q_scale_mul, mask, lists, lists_sb, lists_sh, lists_sm,
-                             n_kb):
+                             n_kb, mask_bits):
         return _out_and_lse(q8, nq, v.shape[-1], nhd, return_lse, v.dtype)
 
     @register("sageattention_C::quant_v_fp8")
@@ -196,7 +196,7 @@ def _register_fakes() -> None:
     @register("sageattention_C::attn_int8_fp8")
     def _attn_int8_fp8_fake(q8, q_scale, k8, k_scale, v8, v_scale, nq, nk, head_dim, nhd, causal,
                             per_thread, pv_mode, return_lse, out_bf16, q_scale_mul, mask, lists,
-                            lists_sb, lists_sh, lists_sm, n_kb):
+                            lists_sb, lists_sh, lists_sm, n_kb, mask_bits):
         dtype = torch.bfloat16 if out_bf16 else torch.float16
         return _out_and_lse(q8, nq, head_dim, nhd, return_lse, dtype)
 

@@ -110,6 +110,59 @@ def test_lists_match_the_elementwise_classification(seed, causal, kind, tiles):
     assert _got_lists(bl, mask, bm_) == _expected_lists(mask, kbad, bm_, bn, causal)
 
 
+def _decode_bits(bits, Nq, Nk):
+    """The visibility bits of block_lists(..., with_bits=True) as bool [bm, hm, Nq, Nk]: key
+    8j + 2t + c of a 64-key tile is bit 16t + 2j + c of the row's int64 for that tile."""
+    n = torch.arange(64)
+    pos = 16 * ((n % 8) // 2) + 2 * (n // 8) + n % 2
+    words = bits.cpu()[:, :, :, :, None]  # [bm, hm, rows, n_kb, 1]
+    vis = ((words >> pos) & 1).bool()  # (>> on int64 is arithmetic: & 1 keeps one bit)
+    vis = vis.flatten(3)[..., :Nk]
+    return vis if vis.shape[2] == 1 else vis[:, :, :Nq]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("kind", ["random", "per_batch_padding", "broadcast_rows"])
+def test_visibility_bits_for_the_compiled_kernels(seed, causal, kind):
+    # Bit per (row, key): mask true, key below Nk and, causally, not after the row; the padded
+    # rows of the last query tile have none. Checked against the mask element by element.
+    B, H, Nq, Nk = 2, 3, 200, 300
+    if kind == "random":
+        raw = torch.rand(B, H, Nq, Nk) > 0.5
+    elif kind == "per_batch_padding":
+        raw = (torch.arange(Nk)[None, :] < torch.tensor([257, 64])[:, None])[:, None, None, :]
+    else:
+        raw = torch.rand(1, 1, 1, Nk) > 0.3
+    mask = raw.to(DEVICE).expand(B, H, Nq, Nk)
+    k_scales = torch.rand(B, H, 320, device=DEVICE) + 0.1
+    bl = block_lists(mask, k_scales, block_m=128, block_n=64, is_causal=causal,
+                     scales_per_tile=1, with_bits=True)
+    bm = 1 if mask.stride(0) == 0 else B
+    hm = 1 if mask.stride(1) == 0 else H
+    shared = mask.stride(2) == 0 and not causal  # one row of bits stands for all
+    assert bl.bits.dtype == torch.int64 and bl.bits.is_contiguous()
+    assert bl.bits.shape == (bm, hm, 1 if shared else 256, 5)
+    want = mask[:bm, :hm].cpu()
+    if causal:
+        want = want & (torch.arange(Nk)[None, :] <= torch.arange(Nq)[:, None])
+    got = _decode_bits(bl.bits, Nq, Nk)
+    assert torch.equal(got, want[:, :, :1] if shared else want)
+    if not shared:
+        assert not bl.bits[:, :, Nq:].any()  # rows past Nq: nothing visible
+
+
+def test_no_bits_for_float_masks_or_when_not_asked():
+    mask = torch.zeros(1, 1, 64, 64, device=DEVICE)
+    k_scales = torch.ones(1, 1, 128, device=DEVICE)
+    assert block_lists(mask, k_scales, block_m=128, block_n=64, is_causal=False,
+                       with_bits=True).bits is None
+    assert block_lists(mask.bool(), k_scales, block_m=128, block_n=64,
+                       is_causal=False).bits is None
+    with pytest.raises(ValueError, match="bits need key tiles of 64"):
+        block_lists(mask.bool(), k_scales, block_m=128, block_n=32, is_causal=False,
+                    with_bits=True)
+
+
 @pytest.mark.parametrize("per_tile", [1, 4])
 def test_group_scales_of_the_cuda_path(seed, per_tile):
     # The CUDA kernels' K scales are per group (per_warp: one per 64-key tile; per_thread: 4):

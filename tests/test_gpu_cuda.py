@@ -296,7 +296,7 @@ def test_unaligned_q_takes_the_quantization_pass(seed, spy):
     C = torch.ops.sageattention_C
     k8, k_scale, _ = C.quant_int8(k, 3, 320, 64, True, 1.0)
     none = torch.empty(0, device="cuda")
-    no_mask = (none, none, 0, 0, 0, 0)
+    no_mask = (none, none, 0, 0, 0, 0, none)
     with pytest.raises(RuntimeError, match="attn_int8_fp16: q needs unit channel stride and 8-byte"):
         C.attn_int8_fp16(q, none, k8, k_scale, v, 300, False, False, True, 0, False, 0.18,
                          *no_mask)
@@ -398,6 +398,50 @@ def test_key_padding_skips_the_padded_tiles(seed, spy):
     assert spy == [False] * 4
 
 
+@pytest.mark.parametrize("fn,accum", [("fp16", "fp32"), ("fp8", "fp32+fp16")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("causal", [False, True])
+def test_float_mask_reads(seed, spy, fn, accum, dtype, causal):
+    # The float mask step reads a row two keys per load (Nk even, aligned), one key per load
+    # (Nk odd; a view starting at an odd element) or with a key stride (a transposed view):
+    # every access against fp64 attention with the same mask.
+    if fn == "fp8" and not _fp8():
+        pytest.skip("no FP8 unit for this GPU")
+    for nk in (398, 397):
+        q, k, v = make_qkv(2, 4, 4, 270, nk, 64, device="cuda")
+        bias = torch.randn(2, 1, 270, nk + 1, device="cuda") * 2
+        bias[..., ::3] = float("-inf")
+        bias[..., 0] = 0.0
+        bias = bias.to(dtype)
+        views = {"contiguous": bias[..., :nk].contiguous(), "odd start": bias[..., 1:],
+                 "key stride": bias[..., :nk].transpose(2, 3).contiguous().transpose(2, 3)}
+        for name, mask in views.items():
+            out = _call(fn, accum, "per_thread")(q, k, v, attn_mask=mask, is_causal=causal)
+            exact = reference.attention_fp64(q, k, v, attn_mask=mask.cpu(), is_causal=causal)
+            _check(out, exact, fn == "fp8", q.dtype, what=f"{fn} {dtype} Nk={nk} {name}")
+    assert spy == [fn == "fp8"] * 6
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_bool_padding_inside_a_tile_is_the_call_on_the_visible_keys(seed, spy, causal):
+    # The partial tile of a bool mask runs on block_map.py's bits, hiding scores as the bounds
+    # of a shorter call do: with zeros behind the padding (so that K's scale groups and V are
+    # the same), the padded masked call gives the bits of the call on the 500 visible keys.
+    q, k, v = make_qkv(1, 8, 8, 600, 640, 128, device="cuda")
+    k[:, :, 500:] = 0
+    v[:, :, 500:] = 0
+    keep = torch.zeros(1, 1, 1, 640, dtype=torch.bool, device="cuda")
+    keep[..., :500] = True
+    for accum in ("fp32", "fp16+fp32"):
+        call = _call("fp16", accum, "per_thread")
+        out, lse = call(q, k, v, attn_mask=keep, smooth_k=False, is_causal=causal,
+                        return_lse=True)
+        want, want_lse = call(q, k[:, :, :500], v[:, :, :500], smooth_k=False, is_causal=causal,
+                              return_lse=True)
+        assert torch.equal(out, want) and torch.equal(lse, want_lse), accum
+    assert spy == [False] * 4
+
+
 @pytest.mark.parametrize("fn,accum", MASK_CASES)
 def test_masked_lists_and_mask_checks_in_the_op(seed, fn, accum):
     # Direct calls: a mask of the wrong shape or dtype, and lists made for other tiles, are
@@ -410,19 +454,22 @@ def test_masked_lists_and_mask_checks_in_the_op(seed, fn, accum):
     q, k, v = make_qkv(1, 2, 2, 200, 200, 64, device="cuda")
     k8, ks, _ = C.quant_int8(k, 3, 256, 64, True, 1.0)
     mask = (torch.rand(1, 1, 200, 200, device="cuda") > 0.5).expand(1, 2, 200, 200)
-    bl = block_lists(mask, ks, block_m=128, block_n=64, is_causal=False, scales_per_tile=4)
+    bl = block_lists(mask, ks, block_m=128, block_n=64, is_causal=False, scales_per_tile=4,
+                     with_bits=True)
     strides = (bl.stride_b, bl.stride_h, bl.stride_m, bl.n_kb)
     if fn == "fp16":
-        def op(m, lists, st):
+        def op(m, lists, st, bits=bl.bits):
+            bits = ks[:0] if m.dtype != torch.bool else bits
             return C.attn_int8_fp16(q, ks[:0], k8, ks, v, 200, False, False, True, 0, False,
-                                    0.18, m, lists, *st)
+                                    0.18, m, lists, *st, bits)
         name = "attn_int8_fp16"
     else:
         v8, vs, _ = C.quant_v_fp8(v, 256, 64, False, 448.0)
 
-        def op(m, lists, st):
+        def op(m, lists, st, bits=bl.bits):
+            bits = ks[:0] if m.dtype != torch.bool else bits
             return C.attn_int8_fp8(q, ks[:0], k8, ks, v8, vs, 200, 200, 64, False, False, True,
-                                   3, False, False, 0.18, m, lists, *st)
+                                   3, False, False, 0.18, m, lists, *st, bits)
         name = "attn_int8_fp8"
     out, _ = op(mask, bl.lists, strides)
     want = reference.attention_fp64(q, k, v, attn_mask=mask.cpu(), sm_scale=0.18 / 1.4426950408889634)
@@ -431,6 +478,12 @@ def test_masked_lists_and_mask_checks_in_the_op(seed, fn, accum):
         op(mask[..., :100], bl.lists, strides)
     with pytest.raises(RuntimeError, match=f"{name}: mask must be bool, float32, float16"):
         op(mask.double(), bl.lists, strides)
+    with pytest.raises(RuntimeError, match=f"{name}: a bool mask needs its mask_bits"):
+        op(mask, bl.lists, strides, bits=ks[:0])
+    with pytest.raises(RuntimeError, match=f"{name}: mask_bits must be contiguous int64"):
+        op(mask, bl.lists, strides, bits=bl.bits[..., :1])
+    with pytest.raises(RuntimeError, match=f"{name}: mask_bits must be contiguous int64"):
+        op(mask, bl.lists, strides, bits=bl.bits.int())
     with pytest.raises(RuntimeError, match=f"{name}: lists were made for other tiles"):
         op(mask, bl.lists, strides[:3] + (7,))
     with pytest.raises(RuntimeError, match=f"{name}: lists are too small"):
@@ -531,7 +584,7 @@ def test_compiled_ops_turn_bad_input_into_python_errors():
     q8, q_scale, _ = C.quant_int8(x, 2, 128, 64, False, 1.0)
     k8, k_scale, _ = C.quant_int8(x, 3, 64, 64, True, 1.0)
     none = torch.empty(0, device="cuda")
-    no_mask = (1.0, none, none, 0, 0, 0, 0)
+    no_mask = (1.0, none, none, 0, 0, 0, 0, none)
     with pytest.raises(RuntimeError, match="attn_int8_fp16: pv_mode must be 0 or 1"):
         C.attn_int8_fp16(q8, q_scale, k8, k_scale, x, 64, False, False, True, 5, False, *no_mask)
     with pytest.raises(RuntimeError, match="attn_int8_fp16: v must be float16 or bfloat16"):

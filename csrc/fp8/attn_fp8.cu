@@ -33,7 +33,8 @@ std::tuple<Tensor, Tensor> attn_int8_fp8(const Tensor& q, const Tensor& q_scale,
                                          int64_t pv_mode, bool return_lse, bool out_bf16,
                                          double q_scale_mul, const Tensor& mask,
                                          const Tensor& lists, int64_t lists_sb,
-                                         int64_t lists_sh, int64_t lists_sm, int64_t n_kb) {
+                                         int64_t lists_sh, int64_t lists_sm, int64_t n_kb,
+                                         const Tensor& mask_bits) {
   const char* op = "attn_int8_fp8";
   check_quantized(q, q_scale, k8, k_scale, nq, per_thread, op);
   SAGE_CHECK(pv_mode == kPvF8AccF32 || pv_mode == kPvF8AccF32F32 || pv_mode == kPvF8AccF16, op,
@@ -64,7 +65,7 @@ std::tuple<Tensor, Tensor> attn_int8_fp8(const Tensor& q, const Tensor& q_scale,
                                per_thread, out_bf16, q_scale_mul);
   p.v = v8.data_ptr();
   p.v_scale = ptr<float>(v_scale);
-  set_mask(p, mask, lists, k8, B, lists_sb, lists_sh, lists_sm, n_kb, op);
+  set_mask(p, mask, lists, k8, B, lists_sb, lists_sh, lists_sm, n_kb, mask_bits, op);
   dispatch_shape(d_pad, causal, [&](auto d_pad_c, auto causal_c) {
     dispatch_pv<decltype(d_pad_c)::value, decltype(causal_c)::value>(p, B, pv_mode, stream);
   });

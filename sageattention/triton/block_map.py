@@ -19,6 +19,13 @@ not once per head, and a mask that is the same for every query row has one set o
 all query tiles. Layout of the int32 buffer: [mask batch, mask head, query tile, 2, n_kb + 1]
 where [..., 0, :] is the full list and [..., 1, :] the partial list, each starting with its
 length.
+
+For a bool mask the compiled kernels (64-key tiles) also take the mask as bits from this pass
+(``with_bits``): one int64 per query row and key tile, bit set where the key is visible to the
+row (mask true, key below Nk and, causally, not after the row), in the order of the kernel's
+score registers: bit 16 * t + 2 * j + c is key 8 * j + 2 * t + c of the tile, so thread t of a
+row reads its 16 keys as one int16 and tests each with a constant (no per-score load, index or
+bounds arithmetic in the kernel). Rows past Nq have no bit set.
 """
 from __future__ import annotations
 
@@ -38,6 +45,9 @@ class BlockLists:
     stride_h: int  # 0 where the mask broadcasts over that dimension
     stride_m: int  # per query tile; 0 when every query row has the same mask (and no causality)
     n_kb: int  # key tiles per list (the capacity); a query tile's two lists take 2 * (n_kb + 1)
+    # with_bits and a bool mask: int64 [mask batch, mask head, rows, n_kb], the visibility bits
+    # (module docstring); rows is 1 when every query row has the same mask. None otherwise.
+    bits: torch.Tensor | None = None
 
 
 COMPACT_CHUNK = 1024  # key tiles one step of the compaction handles
@@ -45,15 +55,16 @@ COMPACT_CHUNK = 1024  # key tiles one step of the compaction handles
 
 @triton.jit
 def _tile_kinds_kernel(
-    MASK, KBAD, KINDS,
+    MASK, KBAD, KINDS, BITS,
     stride_mb, stride_mh, stride_mm, stride_mn, stride_kbad,
     N_ROWS, HM, N_QB, N_Q, N_K, N_KB,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    MASK_KIND: tl.constexpr, IS_CAUSAL: tl.constexpr,
+    MASK_KIND: tl.constexpr, IS_CAUSAL: tl.constexpr, WITH_BITS: tl.constexpr,
 ):
     """One program per (key tile, query tile, mask batch and head): every tile at once, so the
     pass runs at the memory's speed however few query tiles there are. Writes the tile's kind:
-    0 empty, 1 full, 2 partial."""
+    0 empty, 1 full, 2 partial, and with WITH_BITS its rows' visibility bits (module
+    docstring)."""
     kb = tl.program_id(0)
     row = tl.program_id(1) + tl.program_id(2) * tl.num_programs(1)  # (map, query tile)
     if row >= N_ROWS:
@@ -95,6 +106,14 @@ def _tile_kinds_kernel(
     partial = ~full & in_loop & (any_visible | (kbad != kbad))  # noqa: PLR0124 - NaN test
     kind = tl.where(full, 1, tl.where(partial, 2, 0))
     tl.store(KINDS + row.to(tl.int64) * N_KB + kb, kind.to(tl.int8))
+    if WITH_BITS:
+        n = tl.arange(0, BLOCK_N)
+        pos = 16 * ((n % 8) // 2) + 2 * (n // 8) + n % 2  # the kernel's register order
+        words = tl.sum((visible & inside).to(tl.int64) << pos[None, :].to(tl.int64), axis=1)
+        # Rows of the map are (mask batch and head, query row); one row for all queries when
+        # they share the mask (N_QB == 1 and the mask's row stride 0: row 0 stands for all).
+        rows = bh.to(tl.int64) * (N_QB * BLOCK_M) + offs_m
+        tl.store(BITS + rows * N_KB + kb, words)
 
 
 @triton.jit
@@ -126,12 +145,16 @@ def _grid_rows(n_rows: int) -> tuple:
     return min(n_rows, MAX_GRID_Y), triton.cdiv(n_rows, MAX_GRID_Y)
 
 
+BITS_BLOCK_N = 64  # the key tile of the visibility bits: one int64 per row and tile
+
+
 def block_lists(attn_mask: torch.Tensor, k_scales: torch.Tensor, *, block_m: int, block_n: int,
-                is_causal: bool, scales_per_tile: int | None = None) -> BlockLists:
+                is_causal: bool, scales_per_tile: int | None = None,
+                with_bits: bool = False) -> BlockLists:
     """Lists for attn_mask ([B, H, Nq, Nk], a broadcast view) and the K scales of one attention
     call ([B, Hkv, S] contiguous, NaN for a non-finite key): one per key by default (the Triton
     path), or scales_per_tile consecutive ones per key tile of block_n keys (the CUDA path's
-    group scales)."""
+    group scales). with_bits: also the visibility bits of a bool mask (block_n must be 64)."""
     B, H, Nq, Nk = attn_mask.shape
     smb, smh, smm, smn = attn_mask.stride()
     bm = 1 if smb == 0 else B
@@ -155,19 +178,28 @@ def block_lists(attn_mask: torch.Tensor, k_scales: torch.Tensor, *, block_m: int
         kbad = kbad.amax(dim=0, keepdim=True)
     n_rows = bm * hm * n_qb
     kinds = torch.empty((n_rows, n_kb), dtype=torch.int8, device=attn_mask.device)
+    bits = None
+    if with_bits and attn_mask.dtype == torch.bool:
+        if block_n != BITS_BLOCK_N:
+            raise ValueError(f"block_lists: bits need key tiles of {BITS_BLOCK_N}, not {block_n}")
+        # Every row of every visited query tile is written (rows past Nq with no bit set).
+        bits = torch.empty((bm, hm, n_qb * block_m, n_kb), dtype=torch.int64,
+                           device=attn_mask.device)
     _tile_kinds_kernel[(n_kb, *_grid_rows(n_rows))](
-        attn_mask, kbad, kinds, smb, smh, smm, smn, kbad.stride(0),
-        n_rows, hm, n_qb, Nq, Nk, n_kb,
+        attn_mask, kbad, kinds, kinds if bits is None else bits, smb, smh, smm, smn,
+        kbad.stride(0), n_rows, hm, n_qb, Nq, Nk, n_kb,
         BLOCK_M=block_m, BLOCK_N=block_n, MASK_KIND=1 if attn_mask.dtype == torch.bool else 2,
-        IS_CAUSAL=bool(is_causal), num_warps=4,
+        IS_CAUSAL=bool(is_causal), WITH_BITS=bits is not None, num_warps=4,
     )
+    if bits is not None and shared_rows:
+        bits = bits[:, :, :1].contiguous()  # row 0 of the one query tile stands for every row
     lists = torch.empty((bm, hm, n_qb, 2, n_kb + 1), dtype=torch.int32, device=attn_mask.device)
     _compact_kernel[_grid_rows(n_rows)](kinds, lists, n_rows, n_kb, CHUNK=COMPACT_CHUNK,
                                         num_warps=4)
     row = 2 * (n_kb + 1)
     return BlockLists(lists, stride_b=0 if bm == 1 else hm * n_qb * row,
                       stride_h=0 if hm == 1 else n_qb * row, stride_m=0 if shared_rows else row,
-                      n_kb=n_kb)
+                      n_kb=n_kb, bits=bits)
 
 
 __all__ = ["BlockLists", "block_lists"]
