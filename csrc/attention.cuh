@@ -353,8 +353,13 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
     n_full = min(max(full_list[0], 0), p.n_kb);
     n_listed = n_full + min(max(part_list[0], 0), p.n_kb);
   }
-  auto listed_tile = [&](int i) {
-    return min(max(i < n_full ? full_list[1 + i] : part_list[1 + i - n_full], 0), p.n_kb - 1);
+  // List entries as block_map.py writes them: a partial tile that needs a float mask's values
+  // carries kFloatTile (only where the call has bits: without, every partial tile does).
+  constexpr int kFloatTile = 1 << 30;
+  auto listed_entry = [&](int i) { return i < n_full ? full_list[1 + i] : part_list[1 + i - n_full]; };
+  auto listed_tile = [&](int i) { return min(listed_entry(i) & (kFloatTile - 1), p.n_kb - 1); };
+  auto listed_float = [&](int i) {
+    return p.mask_kind != kMaskBool && (listed_entry(i) & kFloatTile) != 0;
   };
   const int first_tile = !MASKED ? 0 : n_listed > 0 ? listed_tile(0) : -1;
   // The first K and V tiles are on their way while Q is loaded (and quantized).
@@ -828,12 +833,17 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
       step(i, cur, next, Plain{});
       cur = next, next = after;
     }
-    // Partial tiles: a bool mask through its bits, a float one element by element.
+    // Partial tiles through the bits, or element by element where they need a float mask's
+    // values (a bool mask never does: its bits are exact).
     if (p.mask_bits != nullptr) {
+      bool cur_float = i < n_listed && listed_float(i);
+      bool next_float = i + 1 < n_listed && listed_float(i + 1);
       for (; i < n_listed; ++i) {
         const int after = i + 2 < n_listed ? listed_tile(i + 2) : -1;
-        step(i, cur, next, Bits{});
-        cur = next, next = after;
+        const bool after_float = i + 2 < n_listed && listed_float(i + 2);
+        if (cur_float) step(i, cur, next, Mask{});
+        else step(i, cur, next, Bits{});
+        cur = next, next = after, cur_float = next_float, next_float = after_float;
       }
     } else {
       for (; i < n_listed; ++i) {
@@ -1053,11 +1063,11 @@ inline void set_mask(AttnParams& p, const Tensor& mask, const Tensor& lists, con
   const bool pairs = unit && p.Nk % 2 == 0 && p.m_sb % 2 == 0 && p.m_sh % 2 == 0 &&
                      p.m_sm % 2 == 0 && reinterpret_cast<uintptr_t>(mask.data_ptr()) % pair_bytes == 0;
   p.mask_access = pairs ? kMaskPairs : unit ? kMaskUnit : kMaskStrided;
-  // A bool mask reaches the kernel as block_map.py's visibility bits only; float masks have none.
-  SAGE_CHECK((dt == kBool) == (mask_bits.numel() > 0), op,
-             dt == kBool ? ": a bool mask needs its mask_bits (block_lists(..., with_bits=True))"
-                         : ": mask_bits are for bool masks only");
-  if (dt != kBool) return;
+  // A bool mask reaches the kernel as block_map.py's visibility bits only; a float mask's bits
+  // are optional (its partial tiles then all run element by element).
+  SAGE_CHECK(dt != kBool || mask_bits.numel() > 0, op,
+             ": a bool mask needs its mask_bits (block_lists(..., with_bits=True))");
+  if (mask_bits.numel() == 0) return;
   const int64_t rows = n_qb * kQPad;
   SAGE_CHECK(mask_bits.is_cuda() && same_device(mask_bits, like) &&
                  mask_bits.scalar_type() == ScalarType::Long && mask_bits.is_contiguous() &&

@@ -11,8 +11,10 @@ then the attention kernel, which quantizes Q itself as it loads it (sm_scale * l
 into its scales; csrc/q_fragments.cuh) and writes the output directly in the caller's layout.
 A Q whose rows are not 8-byte aligned goes through one quantization pass first instead. A
 masked call first sorts each 128-query tile's 64-key tiles into full, partial and empty
-(sageattention/triton/block_map.py, one read of the mask); the kernel runs the full ones as an
-unmasked call does, applies the mask to the partial ones and skips the rest.
+(sageattention/triton/block_map.py, one read of the mask, which also writes the mask as one
+bit per score); the kernel runs the full ones as an unmasked call does, applies the mask to the
+partial ones (through the bits, or element by element for float biases other than 0 and -inf)
+and skips the rest.
 """
 from __future__ import annotations
 

@@ -122,17 +122,30 @@ def _decode_bits(bits, Nq, Nk):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("kind", ["random", "per_batch_padding", "broadcast_rows"])
+@pytest.mark.parametrize("kind", ["random", "per_batch_padding", "broadcast_rows", "additive",
+                                  "bias"])
 def test_visibility_bits_for_the_compiled_kernels(seed, causal, kind):
-    # Bit per (row, key): mask true, key below Nk and, causally, not after the row; the padded
-    # rows of the last query tile have none. Checked against the mask element by element.
+    # Bit per (row, key): mask true (float: not -inf), key below Nk and, causally, not after
+    # the row; the padded rows of the last query tile have none. Checked against the mask
+    # element by element, as are the FLOAT_TILE marks of a float mask's partial tiles.
+    from sageattention.triton.block_map import FLOAT_TILE
+
     B, H, Nq, Nk = 2, 3, 200, 300
     if kind == "random":
         raw = torch.rand(B, H, Nq, Nk) > 0.5
     elif kind == "per_batch_padding":
         raw = (torch.arange(Nk)[None, :] < torch.tensor([257, 64])[:, None])[:, None, None, :]
-    else:
+    elif kind == "broadcast_rows":
         raw = torch.rand(1, 1, 1, Nk) > 0.3
+    else:
+        raw = torch.zeros(B, 1, Nq, Nk)
+        raw[torch.rand(B, 1, Nq, Nk) > 0.6] = float("-inf")
+        raw[:, :, :, 128:192] = 0.0  # full tiles
+        if kind == "bias":  # values the bits cannot carry, in some tiles only
+            raw[0, 0, 10, 70] = 0.5
+            raw[1, 0, 150, 250] = float("nan")
+            raw[1, 0, 190, 5] = float("inf")
+        raw = raw.half()
     mask = raw.to(DEVICE).expand(B, H, Nq, Nk)
     k_scales = torch.rand(B, H, 320, device=DEVICE) + 0.1
     bl = block_lists(mask, k_scales, block_m=128, block_n=64, is_causal=causal,
@@ -142,22 +155,39 @@ def test_visibility_bits_for_the_compiled_kernels(seed, causal, kind):
     shared = mask.stride(2) == 0 and not causal  # one row of bits stands for all
     assert bl.bits.dtype == torch.int64 and bl.bits.is_contiguous()
     assert bl.bits.shape == (bm, hm, 1 if shared else 256, 5)
-    want = mask[:bm, :hm].cpu()
+    m = mask[:bm, :hm].cpu()
+    want = m if m.dtype == torch.bool else m != float("-inf")
     if causal:
         want = want & (torch.arange(Nk)[None, :] <= torch.arange(Nq)[:, None])
     got = _decode_bits(bl.bits, Nq, Nk)
     assert torch.equal(got, want[:, :, :1] if shared else want)
     if not shared:
         assert not bl.bits[:, :, Nq:].any()  # rows past Nq: nothing visible
+    # Partial entries: FLOAT_TILE exactly where a visible score has a bias other than 0.
+    lists = bl.lists.cpu()
+    needs = want & (m.float() != 0) if m.dtype != torch.bool else torch.zeros_like(want)
+    marked = 0
+    for b in range(bm):
+        for h in range(hm):
+            for qb in range(lists.shape[2]):
+                part = lists[b, h, qb, 1]
+                for e in part[1:1 + part[0]].tolist():
+                    kb = e & (FLOAT_TILE - 1)
+                    rows = slice(qb * 128, qb * 128 + 128)
+                    expect = bool(needs[b, h, rows, kb * 64:kb * 64 + 64].any())
+                    assert bool(e & FLOAT_TILE) == expect, (b, h, qb, kb)
+                    marked += expect
+    assert (marked > 0) == (kind == "bias")
 
 
-def test_no_bits_for_float_masks_or_when_not_asked():
+def test_no_bits_or_marks_unless_asked():
     mask = torch.zeros(1, 1, 64, 64, device=DEVICE)
+    mask[..., 3, 5] = 0.5
     k_scales = torch.ones(1, 1, 128, device=DEVICE)
-    assert block_lists(mask, k_scales, block_m=128, block_n=64, is_causal=False,
-                       with_bits=True).bits is None
-    assert block_lists(mask.bool(), k_scales, block_m=128, block_n=64,
-                       is_causal=False).bits is None
+    for m in (mask, mask.bool()):
+        bl = block_lists(m, k_scales, block_m=128, block_n=64, is_causal=False)
+        part = bl.lists[0, 0, 0, 1].cpu()
+        assert bl.bits is None and part[0] == 1 and part[1] == 0  # one partial tile, unmarked
     with pytest.raises(ValueError, match="bits need key tiles of 64"):
         block_lists(mask.bool(), k_scales, block_m=128, block_n=32, is_causal=False,
                     with_bits=True)

@@ -319,6 +319,11 @@ def _masks(B, H, Nq, Nk, device="cuda"):
     random = torch.rand(B, H, Nq, Nk, generator=g) > 0.4
     bias = torch.randn(1, 1, Nq, Nk, generator=g) * 2
     bias[..., : Nk // 5] = float("-inf")
+    # 0 / -inf where the bits carry the mask, biases in a few key tiles (run element by element).
+    mixed = torch.zeros(B, 1, Nq, Nk).masked_fill(torch.rand(B, 1, Nq, Nk, generator=g) > 0.5,
+                                                  float("-inf"))
+    mixed[..., 64:80] = torch.randn(mixed[..., 64:80].shape, generator=g)
+    mixed[..., Nk - 3] = 1.5
     empty_rows = torch.rand(B, 1, Nq, Nk, generator=g) > 0.5
     empty_rows[:, :, 5] = False
     empty_rows[:, :, Nq - 1] = False
@@ -329,6 +334,7 @@ def _masks(B, H, Nq, Nk, device="cuda"):
         "random-per-head": random,
         "bias-fp16": bias.half(),
         "bias-bf16": bias.bfloat16(),
+        "mixed-additive": mixed.half(),
         "empty-rows": empty_rows,
     }
     return {name: m.to(device) for name, m in masks.items()}
@@ -458,16 +464,18 @@ def test_masked_lists_and_mask_checks_in_the_op(seed, fn, accum):
                      with_bits=True)
     strides = (bl.stride_b, bl.stride_h, bl.stride_m, bl.n_kb)
     if fn == "fp16":
-        def op(m, lists, st, bits=bl.bits):
-            bits = ks[:0] if m.dtype != torch.bool else bits
+        def op(m, lists, st, bits=None):
+            if bits is None:
+                bits = bl.bits if m.dtype == torch.bool else ks[:0]
             return C.attn_int8_fp16(q, ks[:0], k8, ks, v, 200, False, False, True, 0, False,
                                     0.18, m, lists, *st, bits)
         name = "attn_int8_fp16"
     else:
         v8, vs, _ = C.quant_v_fp8(v, 256, 64, False, 448.0)
 
-        def op(m, lists, st, bits=bl.bits):
-            bits = ks[:0] if m.dtype != torch.bool else bits
+        def op(m, lists, st, bits=None):
+            if bits is None:
+                bits = bl.bits if m.dtype == torch.bool else ks[:0]
             return C.attn_int8_fp8(q, ks[:0], k8, ks, v8, vs, 200, 200, 64, False, False, True,
                                    3, False, False, 0.18, m, lists, *st, bits)
         name = "attn_int8_fp8"
@@ -492,6 +500,12 @@ def test_masked_lists_and_mask_checks_in_the_op(seed, fn, accum):
     hostile.view(-1)[::3] = 2**30
     hostile.view(-1)[1::3] = -(2**30)
     out, _ = op(mask, hostile, strides)  # wrong numbers, but no fault
+    torch.cuda.synchronize()
+    assert out.shape == q.shape
+    # The same with a float mask and bits: the marks (bit 30, set by the values above on
+    # entries of both lists) pick the element-wise step or the bits, both inside their data.
+    additive = torch.zeros(mask.shape, device="cuda").masked_fill(~mask, float("-inf"))
+    out, _ = op(additive, hostile, strides, bits=bl.bits)
     torch.cuda.synchronize()
     assert out.shape == q.shape
 

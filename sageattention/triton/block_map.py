@@ -20,12 +20,15 @@ all query tiles. Layout of the int32 buffer: [mask batch, mask head, query tile,
 where [..., 0, :] is the full list and [..., 1, :] the partial list, each starting with its
 length.
 
-For a bool mask the compiled kernels (64-key tiles) also take the mask as bits from this pass
+The compiled kernels (64-key tiles) also take the mask as bits from this pass
 (``with_bits``): one int64 per query row and key tile, bit set where the key is visible to the
-row (mask true, key below Nk and, causally, not after the row), in the order of the kernel's
-score registers: bit 16 * t + 2 * j + c is key 8 * j + 2 * t + c of the tile, so thread t of a
-row reads its 16 keys as one int16 and tests each with a constant (no per-score load, index or
-bounds arithmetic in the kernel). Rows past Nq have no bit set.
+row (mask true or not -inf, key below Nk and, causally, not after the row), in the order of the
+kernel's score registers: bit 16 * t + 2 * j + c is key 8 * j + 2 * t + c of the tile, so
+thread t of a row reads its 16 keys as one int16 and tests each with a constant (no per-score
+load, index or bounds arithmetic in the kernel). Rows past Nq have no bit set. The bits are
+exact for every partial tile of a bool mask and for a float mask's tiles holding only 0 and
+-inf; a float mask's other partial tiles need its values, and with_bits marks their entries in
+the partial list with FLOAT_TILE (bit 30 of the entry) for the kernel's element-wise step.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ import triton
 import triton.language as tl
 
 MAX_GRID_Y = 65535  # CUDA's limit on grid dimensions y and z (forward.py uses it too)
+FLOAT_TILE = 1 << 30  # with_bits: a partial-list entry that needs the float mask's values
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,8 @@ class BlockLists:
     stride_h: int  # 0 where the mask broadcasts over that dimension
     stride_m: int  # per query tile; 0 when every query row has the same mask (and no causality)
     n_kb: int  # key tiles per list (the capacity); a query tile's two lists take 2 * (n_kb + 1)
-    # with_bits and a bool mask: int64 [mask batch, mask head, rows, n_kb], the visibility bits
-    # (module docstring); rows is 1 when every query row has the same mask. None otherwise.
+    # with_bits: int64 [mask batch, mask head, rows, n_kb], the visibility bits (module
+    # docstring); rows is 1 when every query row has the same mask. None otherwise.
     bits: torch.Tensor | None = None
 
 
@@ -63,8 +67,8 @@ def _tile_kinds_kernel(
 ):
     """One program per (key tile, query tile, mask batch and head): every tile at once, so the
     pass runs at the memory's speed however few query tiles there are. Writes the tile's kind:
-    0 empty, 1 full, 2 partial, and with WITH_BITS its rows' visibility bits (module
-    docstring)."""
+    0 empty, 1 full, 2 partial whose visible keys see 0 (bool: true), 3 other partial, and with
+    WITH_BITS its rows' visibility bits (module docstring)."""
     kb = tl.program_id(0)
     row = tl.program_id(1) + tl.program_id(2) * tl.num_programs(1)  # (map, query tile)
     if row >= N_ROWS:
@@ -104,7 +108,12 @@ def _tile_kinds_kernel(
     # A non-finite key must make its rows NaN as in SDPA, even where the mask hides it.
     kbad = tl.load(KBAD + b * stride_kbad + kb)
     partial = ~full & in_loop & (any_visible | (kbad != kbad))  # noqa: PLR0124 - NaN test
-    kind = tl.where(full, 1, tl.where(partial, 2, 0))
+    if MASK_KIND == 1:
+        needs_values = False
+    else:
+        # A bias other than 0 on a score the tile attends to (NaN and +inf included).
+        needs_values = tl.max((visible & inside & (mf != 0.0)).to(tl.int32)) > 0
+    kind = tl.where(full, 1, tl.where(partial, tl.where(needs_values, 3, 2), 0))
     tl.store(KINDS + row.to(tl.int64) * N_KB + kb, kind.to(tl.int8))
     if WITH_BITS:
         n = tl.arange(0, BLOCK_N)
@@ -117,9 +126,9 @@ def _tile_kinds_kernel(
 
 
 @triton.jit
-def _compact_kernel(KINDS, LISTS, N_ROWS, N_KB, CHUNK: tl.constexpr):
+def _compact_kernel(KINDS, LISTS, N_ROWS, N_KB, CHUNK: tl.constexpr, MARK_FLOAT: tl.constexpr):
     """The full and the partial tiles of one query tile, in key order, each list led by its
-    length."""
+    length; MARK_FLOAT: partial tiles that need the mask's values carry FLOAT_TILE."""
     row = (tl.program_id(0) + tl.program_id(1) * tl.num_programs(0)).to(tl.int64)
     if row >= N_ROWS:
         return
@@ -131,9 +140,12 @@ def _compact_kernel(KINDS, LISTS, N_ROWS, N_KB, CHUNK: tl.constexpr):
         kb = c + tl.arange(0, CHUNK)
         kind = tl.load(kinds + kb, mask=kb < N_KB, other=0)
         full = kind == 1
-        part = kind == 2
+        part = kind >= 2
+        entry = kb
+        if MARK_FLOAT:
+            entry = tl.where(kind == 3, kb | 1073741824, kb)  # FLOAT_TILE
         tl.store(out + n_full + tl.cumsum(full.to(tl.int32), 0), kb, mask=full)
-        tl.store(out + (N_KB + 1) + n_part + tl.cumsum(part.to(tl.int32), 0), kb, mask=part)
+        tl.store(out + (N_KB + 1) + n_part + tl.cumsum(part.to(tl.int32), 0), entry, mask=part)
         n_full += tl.sum(full.to(tl.int32))
         n_part += tl.sum(part.to(tl.int32))
     tl.store(out, n_full)
@@ -154,7 +166,8 @@ def block_lists(attn_mask: torch.Tensor, k_scales: torch.Tensor, *, block_m: int
     """Lists for attn_mask ([B, H, Nq, Nk], a broadcast view) and the K scales of one attention
     call ([B, Hkv, S] contiguous, NaN for a non-finite key): one per key by default (the Triton
     path), or scales_per_tile consecutive ones per key tile of block_n keys (the CUDA path's
-    group scales). with_bits: also the visibility bits of a bool mask (block_n must be 64)."""
+    group scales). with_bits: also the visibility bits, and FLOAT_TILE on the partial tiles of
+    a float mask that need its values (block_n must be 64; for the compiled kernels)."""
     B, H, Nq, Nk = attn_mask.shape
     smb, smh, smm, smn = attn_mask.stride()
     bm = 1 if smb == 0 else B
@@ -179,7 +192,7 @@ def block_lists(attn_mask: torch.Tensor, k_scales: torch.Tensor, *, block_m: int
     n_rows = bm * hm * n_qb
     kinds = torch.empty((n_rows, n_kb), dtype=torch.int8, device=attn_mask.device)
     bits = None
-    if with_bits and attn_mask.dtype == torch.bool:
+    if with_bits:
         if block_n != BITS_BLOCK_N:
             raise ValueError(f"block_lists: bits need key tiles of {BITS_BLOCK_N}, not {block_n}")
         # Every row of every visited query tile is written (rows past Nq with no bit set).
@@ -195,6 +208,7 @@ def block_lists(attn_mask: torch.Tensor, k_scales: torch.Tensor, *, block_m: int
         bits = bits[:, :, :1].contiguous()  # row 0 of the one query tile stands for every row
     lists = torch.empty((bm, hm, n_qb, 2, n_kb + 1), dtype=torch.int32, device=attn_mask.device)
     _compact_kernel[_grid_rows(n_rows)](kinds, lists, n_rows, n_kb, CHUNK=COMPACT_CHUNK,
+                                        MARK_FLOAT=with_bits and attn_mask.dtype != torch.bool,
                                         num_warps=4)
     row = 2 * (n_kb + 1)
     return BlockLists(lists, stride_b=0 if bm == 1 else hm * n_qb * row,
@@ -202,4 +216,4 @@ def block_lists(attn_mask: torch.Tensor, k_scales: torch.Tensor, *, block_m: int
                       n_kb=n_kb, bits=bits)
 
 
-__all__ = ["BlockLists", "block_lists"]
+__all__ = ["FLOAT_TILE", "BlockLists", "block_lists"]
