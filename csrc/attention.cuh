@@ -105,10 +105,11 @@ struct AttnParams {
   int64_t m_sb, m_sh, m_sm, m_sn;
   int mask_kind;  // MaskKind
   int mask_access;  // MaskAccess (float masks)
-  // A bool mask as block_map.py's visibility bits: per query row and key tile four int16, the
+  // The mask as block_map.py's visibility bits: per query row and key tile four int16, the
   // t-th holding thread t's 16 keys (bit 2 * j + c: key 8 * j + 2 * t + c), with element
   // strides (in int16) per batch, query head and query row (0 where they broadcast). A bool
-  // mask is read only through these; float masks have none (nullptr).
+  // mask is read only through these; a float mask's partial tiles use them unless their list
+  // entry carries kFloatTile (nullptr: no bits, every partial tile element by element).
   const int16_t* mask_bits;
   int64_t mb_sb, mb_sh, mb_sm;
 };
@@ -618,8 +619,9 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
         const float offset[2] = {-12582912.f * sc - m_use[0], -12582912.f * sc - m_use[1]};
         // A hidden score's exponent: -inf, but behind the bits (kBits) NaN where the scale is
         // (a non-finite key in the group), as a mask's bias on a NaN score is in SDPA and in
-        // the float mask step.
-        const float hidden = kBits ? -INFINITY * sc : -INFINITY;
+        // the float mask step. (A scale of 0, from sm_scale = 0 or two all-zero groups, is
+        // finite: -inf.) Keys that causality hides stay -inf (below), as in the other steps.
+        const float hidden = kBits && sc != sc ? sc : -INFINITY;
         // Two copies of the loop so that the integer scores die as the probabilities appear
         // (a separate masking pass would keep both alive: spills at D=128).
         if constexpr (kMasked) {
@@ -629,7 +631,14 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
             for (int e = 0; e < 4; ++e) {
               const unsigned biased = static_cast<unsigned>(acc[mt][j][e]) + 0x4B400000u;
               const float x = fmaf(__uint_as_float(biased), sc, offset[e >> 1]);
-              s[mt][j][e] = ptx::fast_exp2(acc[mt][j][e] == INT_MIN ? hidden : x);
+              float h = hidden;
+              if constexpr (kBits && CAUSAL) {
+                // The bits fold causality in with the mask: tell them apart again here.
+                const int key = key0 + 8 * j + 2 * t + (e & 1);
+                const int row = q0 + 16 * mt + g + 8 * (e >> 1);
+                if (key > row) h = -INFINITY;
+              }
+              s[mt][j][e] = ptx::fast_exp2(acc[mt][j][e] == INT_MIN ? h : x);
             }
         } else {
 #pragma unroll
@@ -1071,11 +1080,15 @@ inline void set_mask(AttnParams& p, const Tensor& mask, const Tensor& lists, con
   const int64_t rows = n_qb * kQPad;
   SAGE_CHECK(mask_bits.is_cuda() && same_device(mask_bits, like) &&
                  mask_bits.scalar_type() == ScalarType::Long && mask_bits.is_contiguous() &&
-                 mask_bits.dim() == 4 && (mask_bits.size(0) == 1 || mask_bits.size(0) == B) &&
-                 (mask_bits.size(1) == 1 || mask_bits.size(1) == p.Hq) &&
-                 (mask_bits.size(2) == 1 || mask_bits.size(2) == rows) && mask_bits.size(3) == n_kb,
+                 mask_bits.dim() == 4 && mask_bits.size(3) == n_kb,
              op, ": mask_bits must be contiguous int64 [1 or B, 1 or Hq, 1 or ", rows, ", ", n_kb,
              "] on the GPU of the other inputs (sageattention/triton/block_map.py)");
+  // The bits broadcast only where the lists do (both come from one pass over the mask).
+  SAGE_CHECK((mask_bits.size(0) == B || (mask_bits.size(0) == 1 && lists_sb == 0)) &&
+                 (mask_bits.size(1) == p.Hq || (mask_bits.size(1) == 1 && lists_sh == 0)) &&
+                 (mask_bits.size(2) == rows || (mask_bits.size(2) == 1 && lists_sm == 0)),
+             op, ": mask_bits must be contiguous int64 [1 or B, 1 or Hq, 1 or ", rows, ", ", n_kb,
+             "], broadcast only where the lists are (sageattention/triton/block_map.py)");
   // Strides in int16 (each int64 is four threads' 16 bits); 0 where a dimension broadcasts.
   p.mask_bits = static_cast<const int16_t*>(mask_bits.data_ptr());
   p.mb_sb = mask_bits.size(0) == 1 ? 0 : 4 * mask_bits.stride(0);

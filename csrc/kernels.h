@@ -19,8 +19,9 @@ std::tuple<Tensor, Tensor, Tensor> quant_int8(const Tensor& x, int64_t mode,
 // [B, Hq, nq, D], unit channel stride, 8-byte aligned rows; q_scale unused), which the kernel
 // quantizes with the same arithmetic, its scales multiplied by q_scale_mul (q_fragments.cuh).
 // A masked call passes the mask ([B, Hq, nq, Nk] view, bool or float) and the key-tile lists
-// of sageattention/triton/block_map.py with their strides, and for a bool mask its visibility
-// bits from the same pass (mask_bits); an unmasked one three empty tensors.
+// of sageattention/triton/block_map.py with their strides, and the mask's visibility bits from
+// the same pass (mask_bits: required for a bool mask, optional for a float one); an unmasked
+// one three empty tensors.
 std::tuple<Tensor, Tensor> attn_int8_fp16(const Tensor& q, const Tensor& q_scale,
                                           const Tensor& k8, const Tensor& k_scale,
                                           const Tensor& v, int64_t nq, bool nhd,

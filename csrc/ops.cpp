@@ -13,7 +13,7 @@ SAGE_LIBRARY(sageattention_C, m) {
         "bool per_row=False) -> (Tensor, Tensor, Tensor)");
   // q: quant_int8's INT8 Q (q_scale its scales), or float16/bfloat16 Q that the kernel
   // quantizes itself with scales times q_scale_mul; mask, lists and mask_bits: a masked call's
-  // attn_mask, block_map.py's key-tile lists and a bool mask's bits, empty tensors for none
+  // attn_mask, block_map.py's key-tile lists and the mask's bits, empty tensors for none
   // (kernels.h).
   m.def("attn_int8_fp16(Tensor q8, Tensor q_scale, Tensor k8, Tensor k_scale, Tensor v, int nq, "
         "bool nhd, bool causal, bool per_thread, int pv_mode, bool return_lse, "

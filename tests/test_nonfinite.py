@@ -134,6 +134,39 @@ def test_nan_key_with_masks_matches_sdpa(seed, name, kind):
     _compare(name, q, k, v, mask, False, "HND")
 
 
+@pytest.mark.parametrize("name", ["sageattn", "fp16_cuda", "fp8_cuda"])
+@pytest.mark.parametrize("kind", ["bool", "additive"])
+def test_causality_still_stops_a_nan_key_in_a_masked_call(seed, name, kind):
+    # A masked causal call: the NaN key at 100 reaches rows >= 100 (the mask does not stop it),
+    # but rows 0-63 see no key of its 64-key tile (which their 128-row query tile still
+    # visits) and stay finite, in every step (the compiled kernels' bits fold causality in
+    # with the mask).
+    q, k, v = _inputs(B=1, Hq=2, Hkv=1, Nq=400, Nk=400)
+    k[0, 0, 100, 7] = float("nan")
+    keep = torch.rand(1, 1, 400, 400, device=DEVICE) > 0.3
+    keep[..., 0] = True
+    mask = keep if kind == "bool" else torch.zeros(keep.shape, device=DEVICE).masked_fill(
+        ~keep, float("-inf")).half()
+    out = FUNCS[name](q, k, v, is_causal=True, attn_mask=mask)
+    nan_rows = _nan_rows(out)[0]
+    assert nan_rows[:, 100:].all(), name
+    assert not nan_rows[:, :64].any(), name
+
+
+@pytest.mark.parametrize("name", ["sageattn", "fp16_cuda", "fp8_cuda"])
+def test_a_zero_score_scale_keeps_masked_rows_finite(seed, name):
+    # sm_scale=0 makes every score 0 (a uniform average over the visible keys); hidden keys
+    # must stay hidden, not turn into NaN (-inf times a zero scale).
+    q, k, v = _inputs(Nq=100, Nk=130)
+    keep = torch.rand(2, 1, 100, 130, device=DEVICE) > 0.3
+    keep[..., 0] = True
+    out = FUNCS[name](q, k, v, attn_mask=keep, sm_scale=0.0)
+    assert torch.isfinite(out).all(), name
+    vv = v.repeat_interleave(2, dim=1).float()  # GQA: 4 query heads on 2 KV heads
+    exact = (keep.float() / keep.float().sum(-1, keepdim=True)) @ vv
+    assert (out.float() - exact).abs().max() < 0.05, name
+
+
 @pytest.mark.parametrize("name", ["sageattn", "fp16_triton", "fp8_cuda"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_nan_or_plus_inf_in_a_float_mask_gives_nan_in_its_row(seed, name, value):
