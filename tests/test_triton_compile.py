@@ -32,10 +32,11 @@ ATTENTION += [dict(cc=cc, d=128, pv_fp8=fp8, causal=False, mask_kind=2, dtype="f
               for cc in (86, 89, 90) for fp8 in ((False, True) if cc >= 89 else (False,))]
 ATTENTION += [dict(cc=cc, d=256, pv_fp8=False, causal=False, mask_kind=0, dtype="fp16")
               for cc in (86, 90)]
-BLOCK_MAP = [dict(kernel="tile_kinds", cc=cc, mask_kind=kind, mask_type=t, causal=causal)
+BLOCK_MAP = [dict(kernel="tile_kinds", cc=cc, mask_kind=kind, mask_type=t, causal=causal,
+                  bits=bits)
              for cc in (80, 89, 90, 120) for kind, t in ((1, "*i1"), (2, "*bf16"), (2, "*fp32"))
-             for causal in (False, True)] + [dict(kernel="compact", cc=cc)
-                                            for cc in (80, 89, 90, 120)]
+             for causal in (False, True) for bits in (False, True)] + [
+    dict(kernel="compact", cc=cc, bits=bits) for cc in (80, 89, 90, 120) for bits in (False, True)]
 CASES = [dict(c, kernel="attention") for c in ATTENTION] + BLOCK_MAP
 
 

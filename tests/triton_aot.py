@@ -69,13 +69,18 @@ def attention_case(case: dict):
 
 
 def block_map_case(case: dict):
+    # bits: the compiled kernels' pass (64-key tiles, visibility bits, marked float tiles);
+    # otherwise the Triton path's (its tiles, lists only).
+    bits = case.get("bits", False)
     if case["kernel"] == "compact":
         return (block_map._compact_kernel, {"KINDS": "*i8", "LISTS": "*i32"},
-                {"CHUNK": block_map.COMPACT_CHUNK}, 4, 1)
+                {"CHUNK": block_map.COMPACT_CHUNK, "MARK_FLOAT": bits}, 4, 1)
     return (block_map._tile_kinds_kernel,
-            {"MASK": case["mask_type"], "KBAD": "*fp32", "KINDS": "*i8"},
-            {"BLOCK_M": 128, "BLOCK_N": 128, "MASK_KIND": case["mask_kind"],
-             "IS_CAUSAL": case["causal"]}, 4, 1)
+            {"MASK": case["mask_type"], "KBAD": "*fp32", "KINDS": "*i8",
+             "BITS": "*i64" if bits else "*i8"},
+            {"BLOCK_M": 128, "BLOCK_N": block_map.BITS_BLOCK_N if bits else 128,
+             "MASK_KIND": case["mask_kind"], "IS_CAUSAL": case["causal"], "WITH_BITS": bits},
+            4, 1)
 
 
 def run(case: dict) -> dict:
