@@ -320,7 +320,8 @@ def main(argv=None) -> int:
         "triton": __import__("triton").__version__,
         "sageattention": sa.__version__,
         # Which kernels `sageattn` runs here (Plan.backend "cuda": the compiled mma.sync kernels
-        # where they can run; "triton" otherwise), and why the compiled units did not load.
+        # where they can run; "triton" otherwise) at these shapes (all above dispatch's small-call
+        # limit), and why the compiled units did not load.
         "ours_plan": repr(dispatch.default_plan(dev, 128)),
         "compiled_extension": ops.load() is not None,
         "extension_reason": ops._state.reason,

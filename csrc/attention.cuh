@@ -359,8 +359,9 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
   constexpr int kFloatTile = 1 << 30;
   auto listed_entry = [&](int i) { return i < n_full ? full_list[1 + i] : part_list[1 + i - n_full]; };
   auto listed_tile = [&](int i) { return min(listed_entry(i) & (kFloatTile - 1), p.n_kb - 1); };
+  // A float mask without bits (the caller passed none) needs its values in every partial tile.
   auto listed_float = [&](int i) {
-    return p.mask_kind != kMaskBool && (listed_entry(i) & kFloatTile) != 0;
+    return p.mask_kind != kMaskBool && (p.mask_bits == nullptr || (listed_entry(i) & kFloatTile) != 0);
   };
   const int first_tile = !MASKED ? 0 : n_listed > 0 ? listed_tile(0) : -1;
   // The first K and V tiles are on their way while Q is loaded (and quantized).
@@ -502,7 +503,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
     // Mask keys past Nk and, causally, keys after the row, or (kBits) every key the bits hide,
     // which block_map.py folded in with those (INT_MIN never wins the max).
     const int key0 = tile * kCtaK;
-    if constexpr (kBounds) {
+    if constexpr (kMasked) {
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -511,17 +512,10 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
           for (int e = 0; e < 4; ++e) {
             const int key = key0 + 8 * j + 2 * t + (e & 1);
             const int row = q0 + 16 * mt + g + 8 * (e >> 1);
-            if (key >= p.Nk || (CAUSAL && key > row)) acc[mt][j][e] = INT_MIN;
+            const bool hide = kBits ? !(vis[kBits ? mt : 0] & (1u << (16 * (e >> 1) + 2 * j + (e & 1))))
+                                    : key >= p.Nk || (CAUSAL && key > row);
+            if (hide) acc[mt][j][e] = INT_MIN;
           }
-    }
-    if constexpr (kBits) {
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int j = 0; j < 8; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e)
-            if (!(vis[kBits ? mt : 0] & (1u << (16 * (e >> 1) + 2 * j + (e & 1))))) acc[mt][j][e] = INT_MIN;
     }
     // Online softmax (base 2). Reductions are trees: with two warps per scheduler, serial
     // chains of dependent max/add would leave the pipes idle (ncu: fixed-latency stalls).
@@ -844,22 +838,14 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<D_PAD>)
     }
     // Partial tiles through the bits, or element by element where they need a float mask's
     // values (a bool mask never does: its bits are exact).
-    if (p.mask_bits != nullptr) {
-      bool cur_float = i < n_listed && listed_float(i);
-      bool next_float = i + 1 < n_listed && listed_float(i + 1);
-      for (; i < n_listed; ++i) {
-        const int after = i + 2 < n_listed ? listed_tile(i + 2) : -1;
-        const bool after_float = i + 2 < n_listed && listed_float(i + 2);
-        if (cur_float) step(i, cur, next, Mask{});
-        else step(i, cur, next, Bits{});
-        cur = next, next = after, cur_float = next_float, next_float = after_float;
-      }
-    } else {
-      for (; i < n_listed; ++i) {
-        const int after = i + 2 < n_listed ? listed_tile(i + 2) : -1;
-        step(i, cur, next, Mask{});
-        cur = next, next = after;
-      }
+    bool cur_float = i < n_listed && listed_float(i);
+    bool next_float = i + 1 < n_listed && listed_float(i + 1);
+    for (; i < n_listed; ++i) {
+      const int after = i + 2 < n_listed ? listed_tile(i + 2) : -1;
+      const bool after_float = i + 2 < n_listed && listed_float(i + 2);
+      if (cur_float) step(i, cur, next, Mask{});
+      else step(i, cur, next, Bits{});
+      cur = next, next = after, cur_float = next_float, next_float = after_float;
     }
   }
   // A non-finite Q value makes its scale group's rows NaN, as its NaN scores do in an unmasked

@@ -10,7 +10,7 @@ package honours it; docs/api.md lists every difference.
 from __future__ import annotations
 
 import operator
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -27,8 +27,8 @@ _QK_GRANS = ("per_warp", "per_thread")
 _SDPA_KWARGS = ("attn_mask", "dropout_p", "scale", "enable_gqa")
 
 
-def _run(q, k, v, *, tensor_layout, is_causal, sm_scale, smooth_k, return_lse, plan: Plan,
-         attn_mask=None, smooth_v=False):
+def _run(q, k, v, *, tensor_layout, is_causal, sm_scale, smooth_k, return_lse,
+         plan: Plan | Callable[[int, int], Plan], attn_mask=None, smooth_v=False):
     _checks.check_qkv(q, k, v, rank=4)
     layout = _checks.check_layout(tensor_layout)
     is_causal = _checks.check_flag("is_causal", is_causal)
@@ -42,6 +42,8 @@ def _run(q, k, v, *, tensor_layout, is_causal, sm_scale, smooth_k, return_lse, p
     scale = _checks.check_sm_scale(sm_scale, D)
     mask = _checks.check_mask(attn_mask, qh.shape, kh.shape[2], q.device, q.dtype)
 
+    if callable(plan):  # chosen from the call's size (sageattn)
+        plan = plan(D, B * Hq * Nq * kh.shape[2])
     if Nq == 0:
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         lse = torch.empty((B, Hq, 0), dtype=torch.float32, device=q.device)
@@ -107,18 +109,22 @@ def sageattn(
     gran = kwargs.pop("qk_quant_gran", None)
     accum = kwargs.pop("pv_accum_dtype", None)
     _warn_unknown(kwargs, "sageattn")
-    device = q.device if torch.is_tensor(q) else None
-    plan = default_plan(device, q.shape[-1] if torch.is_tensor(q) and q.dim() else 128)
     if gran is not None:
-        plan = plan.with_gran(_checks.check_choice("qk_quant_gran", gran,
-                                                   ("per_block",) + _QK_GRANS))
+        gran = _checks.check_choice("qk_quant_gran", gran, ("per_block",) + _QK_GRANS)
     if accum is not None:
-        # Either family is accepted: the caller cannot know which path this GPU gets.
+        # Either family is accepted: the caller cannot know which path this GPU and size get.
         _checks.check_choice("pv_accum_dtype", accum, tuple(dict.fromkeys(_FP16_ACCUM + _FP8_ACCUM)))
-        if accum in (_FP8_ACCUM if plan.pv_fp8 else _FP16_ACCUM):
+
+    def plan_for(head_dim: int, scores: int) -> Plan:
+        plan = default_plan(q.device, head_dim, scores)
+        if gran is not None:
+            plan = plan.with_gran(gran)
+        if accum is not None and accum in (_FP8_ACCUM if plan.pv_fp8 else _FP16_ACCUM):
             plan = plan.with_accum(accum)
+        return plan
+
     return _run(q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, sm_scale=sm_scale,
-                smooth_k=smooth_k, smooth_v=smooth_v, return_lse=return_lse, plan=plan,
+                smooth_k=smooth_k, smooth_v=smooth_v, return_lse=return_lse, plan=plan_for,
                 attn_mask=attn_mask)
 
 

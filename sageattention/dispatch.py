@@ -10,6 +10,7 @@ sm89 (RTX 40xx)               CUDA INT8 Q·Kᵀ + FP8 P·V, "fp32+fp16"         
 sm120 (RTX 50xx)              same, per_warp scales                       as the original
 sm90 (H100, H200), D > 64     Triton INT8 Q·Kᵀ + FP8 P·V, "fp32+fp32"       measured fastest
 sm90, D <= 64                 Triton INT8 Q·Kᵀ + FP16 P·V                   measured fastest
+sm90, B·Hq·Nq·Nk <= 2^27      CUDA INT8 Q·Kᵀ + FP16 P·V, fp32 accumulation  fewer launches
 older than sm80               ValueError                                  no INT8 tensor cores
 ============================  ==========================================  =======================
 
@@ -18,7 +19,8 @@ sm86 cannot be measured here. On the H100 our Triton FP16 path beats our CUDA FP
 about sm86; the original measured its Triton path faster on sm86 and we keep its choice
 (docs/perf-notes.md). On sm90 the mma.sync CUDA kernels lose to the Triton kernels (Triton
 uses wgmma; FP8 mma.sync is no faster than FP16 there): the Hopper path stays Triton until a
-wgmma kernel exists. A CUDA plan falls back to the Triton kernel of the same precision when
+wgmma kernel exists, except for small calls, where the host work and launches of the Triton
+path's separate quantization passes cost more than the slower MMAs. A CUDA plan falls back to the Triton kernel of the same precision when
 the extension is missing, lacks code for the GPU, or the call needs something only Triton
 implements (cuda_forward.unsupported_reason). Scales default to per_thread groups.
 """
@@ -53,7 +55,15 @@ def has_fp8_mma(device) -> bool:
     return _capability(device) >= (8, 9)
 
 
-def default_plan(device, head_dim: int = 128) -> Plan:
+# On sm90 a call of at most this many scores (B·Hq·Nq·Nk; B=4, H=32, N=1024 is 2^27) runs the
+# compiled FP16 kernel: one K pass and one attention launch (Q quantized inside) against the
+# Triton path's 3-4 launches and their host work, which decide the time of a call this small
+# (docs/perf-notes.md rows 36-37: 1.1-1.7x the Triton path at N=1024, behind it from N~2048).
+SM90_COMPILED_MAX_SCORES = 1 << 27
+
+
+def default_plan(device, head_dim: int = 128, scores: int | None = None) -> Plan:
+    """The plan for a call on ``device``; ``scores`` is its B·Hq·Nq·Nk (None: a large call)."""
     if device is None or device.type != "cuda":
         # CPU tensors reach this only under TRITON_INTERPRET=1 (tests); validation rejects them
         # otherwise.
@@ -65,6 +75,8 @@ def default_plan(device, head_dim: int = 128) -> Plan:
                          f"(Ampere); {name} is sm_{cc[0]}{cc[1]}. Use "
                          "torch.nn.functional.scaled_dot_product_attention on this GPU.")
     if cc[0] == 9:
+        if scores is not None and scores <= SM90_COMPILED_MAX_SCORES:
+            return Plan(pv_fp8=False, pv_accum="fp32", backend="cuda")
         return Plan(pv_fp8=head_dim > 64)
     if cc == (8, 0):
         return Plan(pv_fp8=False, pv_accum="fp32", backend="cuda")
@@ -75,4 +87,4 @@ def default_plan(device, head_dim: int = 128) -> Plan:
     return Plan(pv_fp8=True, pv_accum="fp32+fp16", backend="cuda")
 
 
-__all__ = ["Plan", "default_plan", "has_fp8_mma"]
+__all__ = ["Plan", "SM90_COMPILED_MAX_SCORES", "default_plan", "has_fp8_mma"]

@@ -26,6 +26,42 @@ def test_plan_per_capability(monkeypatch, cc, d, want):
         assert getattr(plan, key) == value, (cc, d, plan)
 
 
+@pytest.mark.parametrize("d", [64, 128])
+def test_small_calls_on_hopper_run_the_compiled_fp16_kernel(monkeypatch, d):
+    monkeypatch.setattr(dispatch, "_capability", lambda device: (9, 0))
+    small = dispatch.default_plan(CUDA, d, dispatch.SM90_COMPILED_MAX_SCORES)
+    assert (small.backend, small.pv_fp8, small.pv_accum) == ("cuda", False, "fp32")
+    large = dispatch.default_plan(CUDA, d, dispatch.SM90_COMPILED_MAX_SCORES + 1)
+    assert large == dispatch.default_plan(CUDA, d) and large.backend == "triton"
+
+
+@pytest.mark.parametrize("cc", [(8, 0), (8, 6), (8, 9), (12, 0)])
+def test_the_size_changes_the_plan_only_on_hopper(monkeypatch, cc):
+    monkeypatch.setattr(dispatch, "_capability", lambda device: cc)
+    assert dispatch.default_plan(CUDA, 128, 1) == dispatch.default_plan(CUDA, 128)
+
+
+def test_sageattn_plans_from_the_call_size(monkeypatch):
+    """sageattn hands the plan B·Hq·Nq·Nk of the validated [B, H, N, D] views, in either layout,
+    and applies the caller's pv_accum_dtype only where it belongs to the planned precision."""
+    from sageattention import core
+
+    seen = []
+    monkeypatch.setattr(core._checks, "interpreter_active", lambda: True)  # CPU tensors pass
+    monkeypatch.setattr(dispatch, "_capability", lambda device: (9, 0))
+    monkeypatch.setattr(core, "default_plan", lambda device, d, scores: (
+        seen.append((d, scores)) or dispatch.default_plan(CUDA, d, scores)))
+    monkeypatch.setattr(core, "attention", lambda *a: (_ for _ in ()).throw(
+        RuntimeError(a[10:13])))  # pv_fp8, pv_accum, backend
+    q, k = torch.zeros(2, 3, 40, 64), torch.zeros(2, 1, 24, 64)
+    with pytest.raises(RuntimeError, match=r"False, 'fp16\+fp32', 'cuda'"):
+        core.sageattn(q, k, k, pv_accum_dtype="fp16+fp32")
+    with pytest.raises(RuntimeError, match=r"False, 'fp32', 'cuda'"):
+        core.sageattn(q.transpose(1, 2), k.transpose(1, 2), k.transpose(1, 2),
+                      tensor_layout="NHD", pv_accum_dtype="fp32+fp16")
+    assert seen == [(64, 2 * 3 * 40 * 24)] * 2
+
+
 def test_older_gpus_are_refused_with_a_reason(monkeypatch):
     monkeypatch.setattr(dispatch, "_capability", lambda device: (7, 5))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")

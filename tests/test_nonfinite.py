@@ -33,7 +33,8 @@ def _runs_compiled(name, q, k, v, mask, layout):
     if not q.is_cuda or name == "fp16_triton":
         return False
     if name == "sageattn":
-        plan = default_plan(q.device, q.shape[-1])
+        n_axis = 1 if layout == "NHD" else 2
+        plan = default_plan(q.device, q.shape[-1], q.numel() // q.shape[-1] * k.shape[n_axis])
         if plan.backend != "cuda":
             return False
         gran, fp8 = plan.qk_quant_gran, plan.pv_fp8
