@@ -9,6 +9,7 @@ between <!-- bench-h200:start/end --> (a GPU whose accuracy table is not in the 
 (in that order), e.g. the side-by-side table of the mma.sync kernels:
   --bench-only --marker bench-mma-h200 --file benchmarks/results/bench-mma-sync-ab-NVIDIA_H200-2026-12-01.json
   --columns "v3 fp16_cuda" "original fp16_cuda" "ratio fp16_cuda" ...
+A "ratio X" column the JSON lacks is computed as X / "original X" of the same row.
 """
 from __future__ import annotations
 
@@ -28,13 +29,28 @@ def newest(prefix: str, gpu: str) -> dict:
     return json.loads(files[-1].read_text())
 
 
+def with_ratios(rows: list, names) -> list:
+    """Rows whose ``tops`` also hold each requested "ratio X" the JSON lacks: X / "original X"."""
+    out = []
+    for r in rows:
+        tops = dict(r["tops"])
+        for n in names:
+            base = n[len("ratio "):]
+            if n.startswith("ratio ") and n not in tops and base in tops and f"original {base}" in tops:
+                ours, orig = tops[base], tops[f"original {base}"]
+                tops[n] = None if ours is None or not orig else ours / orig
+        out.append({**r, "tops": tops})
+    return out
+
+
 def bench_table(data: dict, columns=None) -> str:
     names = list(columns or data["rows"][0]["tops"])
-    missing = [n for n in names if n not in data["rows"][0]["tops"]]
+    rows = with_ratios(data["rows"], names)
+    missing = [n for n in names if n not in rows[0]["tops"]]
     if missing:
         raise SystemExit(f"--columns: {missing} not in the JSON; it has {list(data['rows'][0]['tops'])}")
     lines = ["| D, mask, N | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for r in data["rows"]:
+    for r in rows:
         cells = ["-" if r["tops"][n] is None else
                  (f"{r['tops'][n]:.2f}" if n.startswith("ratio") else f"{r['tops'][n]:.0f}")
                  for n in names]
