@@ -5,7 +5,7 @@ Static metadata lives in pyproject.toml. This file only provides what has to be 
 * the version, read from sageattention/_version.py with a regex (the package is never
   imported at build time, so building needs neither torch nor triton);
 * the optional compiled CUDA units (``cuda_extensions()``: ``_C`` for every arch, ``_C_fp8``
-  for archs with FP8 tensor cores);
+  for archs with FP8 tensor cores, ``_C_sm90`` for sm_90a when 9.0 is built);
 * sageattention/_build_info.py, generated at build time by a custom ``build_py``.
 """
 
@@ -87,9 +87,13 @@ MIN_NVCC_FP8_F16_ACCUM = (12, 8)
 # Compiled units: (module, folder under csrc/, oldest arch it can run on). Each unit gets only
 # the requested archs it can run on, as explicit -gencode flags (torch then adds none of its
 # own), so a five-arch build never puts FP8 MMA code through sm_80.
+# A unit with a fixed target gets only that one, when its arch is requested: sm_90a code
+# (wgmma) runs on sm_90 GPUs and no other, so _C_sm90 is built for 9.0a alone, and only where
+# 9.0 is (MIN_NVCC_FOR_ARCH: toolkits from 12.3, the first to assemble it).
 UNITS = (
-    ("_C", "", (8, 0)),  # quantization + INT8 Q·Kᵀ / FP16 P·V attention
-    ("_C_fp8", "fp8", (8, 9)),  # FP8 V quantization + INT8 Q·Kᵀ / FP8 P·V attention
+    ("_C", "", (8, 0), None),  # quantization + INT8 Q·Kᵀ / FP16 P·V attention
+    ("_C_fp8", "fp8", (8, 9), None),  # FP8 V quantization + INT8 Q·Kᵀ / FP8 P·V attention
+    ("_C_sm90", "sm90", (9, 0), "9.0a"),  # INT8 Q·Kᵀ / FP8 P·V attention on wgmma
 )
 
 # ABI flavours (SAGEATTENTION_ABI): "cpython" (one CPython, one torch), "abi3" (CPython's limited
@@ -261,8 +265,15 @@ def cuda_extensions():
         nvcc_common += stable
     os.environ.setdefault("MAX_JOBS", jobs)
     extensions, unit_archs = [], {}
-    for module, folder, oldest in UNITS:
-        mine = [a for a in archs if _arch_tuple(a) >= oldest]
+    for module, folder, oldest, fixed in UNITS:
+        if fixed:
+            mine = [fixed] if any(_arch_tuple(a) == oldest for a in archs) else []
+        else:
+            mine = [a for a in archs if _arch_tuple(a) >= oldest]
+        if not mine and fixed:
+            _say(f"skipping unit {module}: it is built for sm_{fixed.replace('.', '')} only, "
+                 f"and {oldest[0]}.{oldest[1]} is not among the archs {' '.join(archs)}")
+            continue
         if not mine:
             _say(f"skipping unit {module}: none of the archs {' '.join(archs)} is sm_"
                  f"{oldest[0]}{oldest[1]} or newer")
@@ -288,7 +299,8 @@ def cuda_extensions():
         ABI_FLAVOUR=flavour,
         PY_LIMITED_API="cp310" if torch_version >= (2, 10) else "cp39",
         OPTIONAL_PATHS={"fp8_archs": unit_archs.get("_C_fp8", ()),
-                        "fp8_pv_f16_accum": f16_accum and "_C_fp8" in unit_archs},
+                        "fp8_pv_f16_accum": f16_accum and "_C_fp8" in unit_archs,
+                        "sm90a_archs": unit_archs.get("_C_sm90", ())},
     )
     units = ", ".join(f"{PACKAGE}.{m} for sm {' '.join(a)}" for m, a in unit_archs.items())
     _say(f"building {units} "

@@ -971,6 +971,24 @@ inline void check_quantized(const Tensor& q, const Tensor& q_scale, const Tensor
               ": q_scale has the wrong size for this granularity");
 }
 
+// Checks of quant_v_fp8's output against k8 (both FP8 P·V ops).
+inline void check_fp8_v(const Tensor& v8, const Tensor& v_scale, const Tensor& k8, int64_t nk,
+                        int64_t head_dim, const char* op) {
+  const int64_t B = k8.size(0), d_pad = k8.size(3), Hkv = k8.size(1), nk_pad = k8.size(2);
+  SAGE_CHECK(v8.is_cuda() && v8.scalar_type() == kUInt8 && v8.is_contiguous() &&
+                  v8.dim() == 4 && v8.size(0) == B && v8.size(1) == Hkv && v8.size(2) == d_pad &&
+                  v8.size(3) == nk_pad,
+              op, ": v8 must be contiguous uint8 [B, Hkv, D_pad, Nk_pad] (quant_v_fp8)");
+  SAGE_CHECK(same_device(v8, k8) && v_scale.is_cuda() && same_device(v_scale, k8), op,
+             ": v8 and v_scale must be on k8's GPU");
+  SAGE_CHECK(v_scale.scalar_type() == kFloat && v_scale.is_contiguous() &&
+                  v_scale.numel() == B * Hkv * d_pad,
+              op, ": v_scale must be contiguous float32 [B, Hkv, D_pad]");
+  SAGE_CHECK(nk > 0 && nk <= nk_pad, op, ": need 0 < nk <= padded keys");
+  SAGE_CHECK(head_dim > 0 && head_dim <= d_pad && head_dim % 2 == 0, op,
+              ": head_dim must be even and <= the padded head dim");
+}
+
 // The output [B, Hq, nq, D] (or [B, nq, Hq, D] with nhd) and the LSE [B, Hq, nq] (empty
 // unless requested), on the device of `like`.
 inline std::tuple<Tensor, Tensor> allocate_outputs(const Tensor& like, int64_t B, int64_t Hq,

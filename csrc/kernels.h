@@ -52,4 +52,13 @@ std::tuple<Tensor, Tensor> attn_int8_fp8(const Tensor& q, const Tensor& q_scale,
 
 bool fp8_f16_accum_compiled();
 
+// INT8 Q·Kᵀ + FP8 P·V on Hopper's wgmma (unit _C_sm90, sm_90a only; sm90/attn_wgmma.cu):
+// quant_int8's q8 (no raw Q), no mask; pv_mode 2 ("fp32") or 3 ("fp32+fp32").
+std::tuple<Tensor, Tensor> attn_int8_fp8_sm90(const Tensor& q8, const Tensor& q_scale,
+                                              const Tensor& k8, const Tensor& k_scale,
+                                              const Tensor& v8, const Tensor& v_scale, int64_t nq,
+                                              int64_t nk, int64_t head_dim, bool nhd, bool causal,
+                                              bool per_thread, int64_t pv_mode, bool return_lse,
+                                              bool out_bf16);
+
 }  // namespace sageattention

@@ -1,6 +1,7 @@
 // Operator registration of unit _C: every schema of the library (TORCH_LIBRARY) and the CUDA
 // implementations compiled for all archs (TORCH_LIBRARY_IMPL). The FP8 ops are implemented in
-// unit _C_fp8 (ops_fp8.cpp), built only for archs with FP8 tensor cores.
+// unit _C_fp8 (ops_fp8.cpp), built only for archs with FP8 tensor cores, and the wgmma op in
+// unit _C_sm90 (sm90/ops_sm90.cpp), built only for sm_90a.
 // No pybind11 and no libtorch_python: Python reaches the ops through torch.ops.sageattention_C,
 // and the module below only exists so that `import sageattention._C` loads this library. That
 // keeps the extension inside CPython's limited API (one cp39-abi3 wheel per torch/CUDA row).
@@ -26,6 +27,10 @@ SAGE_LIBRARY(sageattention_C, m) {
         "int pv_mode, bool return_lse, bool out_bf16, float q_scale_mul, Tensor mask, "
         "Tensor lists, int lists_sb, int lists_sh, int lists_sm, int n_kb, Tensor mask_bits) "
         "-> (Tensor, Tensor)");
+  // Implemented by unit _C_sm90 (sm_90a only): the wgmma kernel, unmasked calls.
+  m.def("attn_int8_fp8_sm90(Tensor q8, Tensor q_scale, Tensor k8, Tensor k_scale, Tensor v8, "
+        "Tensor v_scale, int nq, int nk, int head_dim, bool nhd, bool causal, bool per_thread, "
+        "int pv_mode, bool return_lse, bool out_bf16) -> (Tensor, Tensor)");
 }
 
 SAGE_LIBRARY_IMPL(sageattention_C, CUDA, m) {

@@ -185,12 +185,12 @@ def sageattn_qk_int8_pv_fp16_cuda(
                           backend="cuda"))
 
 
-def _fp8_plan(q, qk_quant_gran: str, pv_accum: str, where: str) -> Plan:
+def _fp8_plan(q, qk_quant_gran: str, pv_accum: str, where: str, backend: str = "cuda") -> Plan:
     if torch.is_tensor(q) and q.is_cuda and not has_fp8_mma(q.device):
         _checks.warn_once(f"fp8:{where}", f"{where}: this GPU has no FP8 tensor cores (needs "
                           "compute capability 8.9 or newer); running FP16 P·V instead")
         return Plan(pv_fp8=False, qk_quant_gran=qk_quant_gran, pv_accum="fp32", backend="cuda")
-    return Plan(pv_fp8=True, qk_quant_gran=qk_quant_gran, pv_accum=pv_accum, backend="cuda")
+    return Plan(pv_fp8=True, qk_quant_gran=qk_quant_gran, pv_accum=pv_accum, backend=backend)
 
 
 def sageattn_qk_int8_pv_fp8_cuda(
@@ -237,15 +237,16 @@ def sageattn_qk_int8_pv_fp8_cuda_sm90(
     return_lse: bool = False,
     **kwargs: Any,
 ):
-    """The Hopper entry point of the FP8 P·V attention: the same mma.sync kernel as
-    sageattn_qk_int8_pv_fp8_cuda (there is no wgmma kernel yet), with its default accumulation."""
+    """The Hopper entry point of the FP8 P·V attention: on H100/H200 the wgmma kernel (unit
+    _C_sm90, wheels whose toolkit builds sm_90a) for unmasked calls with pv_accum_dtype "fp32"
+    or "fp32+fp32"; otherwise the mma.sync kernel of sageattn_qk_int8_pv_fp8_cuda."""
     _checks.check_choice("qk_quant_gran", qk_quant_gran, _QK_GRANS)
     _checks.check_choice("pv_accum_dtype", pv_accum_dtype, _FP8_ACCUM)
     attn_mask, sm_scale = _kernel_entry_kwargs(kwargs, sm_scale, "sageattn_qk_int8_pv_fp8_cuda_sm90")
     return _run(q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, sm_scale=sm_scale,
                 smooth_k=smooth_k, return_lse=return_lse, attn_mask=attn_mask,
                 plan=_fp8_plan(q, qk_quant_gran, pv_accum_dtype,
-                               "sageattn_qk_int8_pv_fp8_cuda_sm90"))
+                               "sageattn_qk_int8_pv_fp8_cuda_sm90", backend="cuda_sm90"))
 
 
 def sageattn_varlen(

@@ -14,7 +14,8 @@ masked call first sorts each 128-query tile's 64-key tiles into full, partial an
 (sageattention/triton/block_map.py, one read of the mask, which also writes the mask as one
 bit per score); the kernel runs the full ones as an unmasked call does, applies the mask to the
 partial ones (through the bits, or element by element for float biases other than 0 and -inf)
-and skips the rest.
+and skips the rest. On Hopper, ``sageattn_qk_int8_pv_fp8_cuda_sm90`` (backend "cuda_sm90") runs
+the wgmma kernel of unit _C_sm90 instead where ``runs_wgmma`` allows, after a Q pass.
 """
 from __future__ import annotations
 
@@ -86,12 +87,19 @@ def unsupported_reason(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, att
     return None
 
 
+def runs_wgmma(q: torch.Tensor, *, pv_fp8: bool, pv_accum: str, masked: bool) -> bool:
+    """Whether a call of backend "cuda_sm90" runs the wgmma kernel (unit _C_sm90: H100/H200,
+    unmasked, FP8 P·V accumulated in fp32 or per tile): otherwise it runs the mma.sync one."""
+    return (pv_fp8 and not masked and _FP8_MODES.get(pv_accum, 3) in (2, 3)
+            and ops.sm90a_usable_on(q.device))
+
+
 def attention_forward(q, k, v, *, sm_scale: float, tensor_layout: str, is_causal: bool,
                       smooth_k: bool, smooth_v: bool, qk_quant_gran: str, pv_fp8: bool,
-                      pv_accum: str, return_lse: bool, attn_mask=None):
+                      pv_accum: str, return_lse: bool, attn_mask=None, wgmma: bool = False):
     """(out, lse) in the caller's layout; lse is empty unless return_lse. Inputs are checked
     and ``unsupported_reason`` returned None for them; attn_mask is None or expanded to
-    [B, Hq, Nq, Nk]."""
+    [B, Hq, Nq, Nk]. wgmma: run the Hopper kernel where ``runs_wgmma`` allows."""
     nhd = tensor_layout == "NHD"
     qh, kh, vh = (t.transpose(1, 2) if nhd else t for t in (q, k, v))
     Nq, D = qh.shape[2], qh.shape[3]
@@ -105,7 +113,10 @@ def attention_forward(q, k, v, *, sm_scale: float, tensor_layout: str, is_causal
     cuda = torch.ops.sageattention_C
     q_mul = float(sm_scale) * LOG2E
     none = qh.new_empty(0, dtype=torch.int32)  # the ops' "no tensor" (mask, lists, Q's scales)
-    if QUANTIZE_Q_IN_KERNEL and kernel_reads_q(qh):
+    masked = attn_mask is not None and attn_mask.numel() > 0
+    # The wgmma kernel takes quant_int8's Q (its warps' rows do not form the scale groups).
+    wgmma = wgmma and runs_wgmma(q, pv_fp8=pv_fp8, pv_accum=pv_accum, masked=masked)
+    if QUANTIZE_Q_IN_KERNEL and kernel_reads_q(qh) and not wgmma:
         q8, qs = qh, none  # no scales: the kernel makes them
     else:
         q8, qs, _ = cuda.quant_int8(qh, q_mode, nq_pad, d_pad, False, q_mul)
@@ -113,7 +124,6 @@ def attention_forward(q, k, v, *, sm_scale: float, tensor_layout: str, is_causal
     k8, ks, km = cuda.quant_int8(kh, k_mode, nk_pad, d_pad, bool(smooth_k), 1.0)
     mode = pv_mode(pv_fp8, pv_accum)
     group = Hq // Hkv
-    masked = attn_mask is not None and attn_mask.numel() > 0
     if masked:
         from .triton.block_map import block_lists  # Triton is imported on first masked call
 
@@ -132,9 +142,14 @@ def attention_forward(q, k, v, *, sm_scale: float, tensor_layout: str, is_causal
                                        mode, bool(return_lse), q_mul, *mask_args)
     else:
         v8, vs, vm = cuda.quant_v_fp8(vh, nk_pad, d_pad, bool(smooth_v), FP8_V_MAX[mode])
-        out, lse = cuda.attn_int8_fp8(q8, qs, k8, ks, v8, vs, Nq, Nk, D, nhd, bool(is_causal),
-                                      per_thread, mode, need_lse,
-                                      q.dtype == torch.bfloat16, q_mul, *mask_args)
+        if wgmma:
+            out, lse = cuda.attn_int8_fp8_sm90(q8, qs, k8, ks, v8, vs, Nq, Nk, D, nhd,
+                                               bool(is_causal), per_thread, mode, need_lse,
+                                               q.dtype == torch.bfloat16)
+        else:
+            out, lse = cuda.attn_int8_fp8(q8, qs, k8, ks, v8, vs, Nq, Nk, D, nhd, bool(is_causal),
+                                          per_thread, mode, need_lse,
+                                          q.dtype == torch.bfloat16, q_mul, *mask_args)
         if smooth_v:
             # V was quantized with its channel mean removed; every row of P sums to 1.
             mean = vm.repeat_interleave(group, dim=1)[:, :, None]  # [B, Hq, 1, D]

@@ -36,7 +36,9 @@ class Plan:
     pv_fp8: bool
     qk_quant_gran: str = "per_thread"
     pv_accum: str = "fp32+fp32"  # P·V accumulation (pv_accum_dtype of the entry points)
-    backend: str = "triton"  # "cuda": the compiled kernels where they can run, else Triton
+    # "cuda": the compiled kernels where they can run, else Triton; "cuda_sm90": the same, with
+    # the wgmma kernel on H100/H200 where cuda_forward.runs_wgmma allows.
+    backend: str = "triton"
 
     def with_gran(self, gran: str) -> Plan:
         return replace(self, qk_quant_gran=gran)

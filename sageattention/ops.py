@@ -23,6 +23,7 @@ from ._buildinfo import BuildInfo, build_info
 
 EXTENSION_MODULE = "sageattention._C"
 FP8_MODULE = "sageattention._C_fp8"  # FP8 P·V kernels, compiled only for archs with FP8 MMA
+SM90_MODULE = "sageattention._C_sm90"  # wgmma kernels, compiled only for sm_90a
 
 
 def manifest_entry(info: BuildInfo) -> dict:
@@ -100,6 +101,7 @@ class _State:
     message: str | None = None  # the report, repeated in strict mode
     fakes_registered: bool = False
     fp8_module: object = None
+    sm90_module: object = None
 
 
 _state = _State()
@@ -137,6 +139,12 @@ def load(info: BuildInfo | None = None, importer=importlib.import_module):
         except Exception as exc:  # noqa: BLE001 - as above
             _report(describe(info, "its FP8 unit failed to load", torch_version, cuda_version,
                              detail=str(exc)))
+    if info.optional_paths.get("sm90a_archs"):
+        try:
+            _state.sm90_module = importer(SM90_MODULE)
+        except Exception as exc:  # noqa: BLE001 - as above
+            _report(describe(info, "its Hopper (sm_90a) unit failed to load", torch_version,
+                             cuda_version, detail=str(exc)))
     _register_fakes()
     return _state.module
 
@@ -153,7 +161,7 @@ def arch_supported(info: BuildInfo, capability: tuple) -> str | None:
 def reset() -> None:
     """Forget the cached result (tests)."""
     _state.tried, _state.module, _state.reason, _state.message = False, None, None, None
-    _state.fp8_module = None
+    _state.fp8_module = _state.sm90_module = None
     _device_ok.clear()
 
 
@@ -200,6 +208,12 @@ def _register_fakes() -> None:
         dtype = torch.bfloat16 if out_bf16 else torch.float16
         return _out_and_lse(q8, nq, head_dim, nhd, return_lse, dtype)
 
+    @register("sageattention_C::attn_int8_fp8_sm90")
+    def _attn_int8_fp8_sm90_fake(q8, q_scale, k8, k_scale, v8, v_scale, nq, nk, head_dim, nhd,
+                                 causal, per_thread, pv_mode, return_lse, out_bf16):
+        dtype = torch.bfloat16 if out_bf16 else torch.float16
+        return _out_and_lse(q8, nq, head_dim, nhd, return_lse, dtype)
+
 
 _device_ok: dict = {}
 
@@ -229,6 +243,15 @@ def fp8_usable_on(device: torch.device) -> bool:
     archs = build_info().optional_paths.get("fp8_archs", ())
     fp8 = BuildInfo(version="", cuda_archs=tuple(archs))
     return arch_supported(fp8, torch.cuda.get_device_capability(_device_index(device))) is None
+
+
+def sm90a_usable_on(device: torch.device) -> bool:
+    """True if the wgmma unit (sm_90a code: H100, H200 and no other GPU) is loaded for this GPU."""
+    if not fp8_usable_on(device) or _state.sm90_module is None:
+        return False
+    archs = build_info().optional_paths.get("sm90a_archs", ())
+    sm90 = BuildInfo(version="", cuda_archs=tuple(archs))
+    return arch_supported(sm90, torch.cuda.get_device_capability(_device_index(device))) is None
 
 
 def fp8_f16_accum_compiled() -> bool:

@@ -68,7 +68,7 @@ def test_name_tags_and_contents(wheel):
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
         assert any(n.startswith("sageattention/_C.") and n.endswith(".abi3.so") for n in names)
-        assert not any("_C_fp8" in n for n in names)  # sm_80 only: no FP8 unit
+        assert not any("_C_fp8" in n or "_C_sm90" in n for n in names)  # sm_80: no FP8, no sm_90a
         assert not any(".libs/" in n for n in names)  # torch / CUDA libraries never vendored
         meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
         metadata = z.read(meta).decode()

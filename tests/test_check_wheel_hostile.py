@@ -396,6 +396,8 @@ def test_bad_metadata(tmp_path, unit, text, words):
     (build_info(CUDA_VERSION="13"), "CUDA_VERSION is 13, setup.py writes a str or None"),
     (build_info(OPTIONAL_PATHS="[]"), "OPTIONAL_PATHS is [], setup.py writes a dict"),
     (build_info(OPTIONAL_PATHS="{'fp8_archs': 'all'}"), "OPTIONAL_PATHS['fp8_archs'] is 'all'"),
+    (build_info(OPTIONAL_PATHS="{'sm90a_archs': ('9.0',)}"), "OPTIONAL_PATHS['sm90a_archs'] is"),
+    (build_info(OPTIONAL_PATHS="{'sm90a_archs': '9.0a'}"), "OPTIONAL_PATHS['sm90a_archs'] is '9.0a'"),
     (build_info(ABI_FLAVOUR="None"), "ABI_FLAVOUR is None, setup.py writes a str"),
     (build_info() + b"ABI_FLAVOUR = 'stable'\n", "assigns ABI_FLAVOUR twice"),
     (build_info().replace(b"CUDA_ARCHS = ('8.0',)\n", b""), "_build_info.py has no CUDA_ARCHS"),
@@ -405,6 +407,17 @@ def test_bad_metadata(tmp_path, unit, text, words):
 def test_bad_build_info(tmp_path, unit, source, words):
     problems = problems_of(make(tmp_path, unit, change={"sageattention/_build_info.py": source}))
     assert_line(problems, words)
+
+
+@pytest.mark.parametrize("paths, extra, words", [
+    ("{'sm90a_archs': ()}", {"sageattention/_C_sm90.cpython-312-x86_64-linux-gnu.so": None},
+     "carries _C_sm90 but its build recorded no sm_90a unit"),
+    ("{'sm90a_archs': ('9.0a',)}", {}, "recorded the sm_90a unit but the wheel has no _C_sm90"),
+])
+def test_the_sm90a_unit_agrees_with_the_build(tmp_path, unit, paths, extra, words):
+    change = {"sageattention/_build_info.py": build_info(OPTIONAL_PATHS=paths)}
+    change.update({name: unit for name in extra})
+    assert_line(problems_of(make(tmp_path, unit, change=change)), words)
 
 
 def test_build_info_is_never_executed(tmp_path, unit):

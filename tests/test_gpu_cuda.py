@@ -92,7 +92,8 @@ def _triton(q, k, v, fp8, accum="fp32+fp32", gran="per_thread", layout="HND", ca
     return (out, lse) if return_lse else out
 
 
-CASES = [("fp16", a) for a in FP16_ACCUM] + [("fp8", a) for a in FP8_ACCUM] + [("sm90", "fp32+fp32")]
+CASES = ([("fp16", a) for a in FP16_ACCUM] + [("fp8", a) for a in FP8_ACCUM]
+         + [("sm90", "fp32+fp32"), ("sm90", "fp32")])
 
 
 @pytest.mark.parametrize("fn,accum", CASES)
@@ -136,6 +137,80 @@ def test_adversarial_gqa_and_ragged_lengths(seed, spy, fn, accum, kind, shape, c
     assert spy == [fn == "fp8"]
     _check(out, reference.attention_fp64(q, k, v, is_causal=causal), fn == "fp8", q.dtype, kind,
            what=f"{fn} {accum}", triton=_triton(q, k, v, fn == "fp8", accum, causal=causal))
+
+
+def _wgmma():
+    return ops.sm90a_usable_on(torch.device("cuda"))
+
+
+@pytest.fixture
+def wgmma_spy(monkeypatch):
+    """What cuda_forward.runs_wgmma answered, per call: True means the wgmma op ran."""
+    answers = []
+    real = cuda_forward.runs_wgmma
+
+    def wrapped(*args, **kw):
+        answers.append(real(*args, **kw))
+        return answers[-1]
+
+    monkeypatch.setattr(cuda_forward, "runs_wgmma", wrapped)
+    return answers
+
+
+@pytest.mark.parametrize("accum", ["fp32", "fp32+fp32"])
+@pytest.mark.parametrize("kind", ["randn", "outliers", "big_tokens"])
+@pytest.mark.parametrize("shape", [(4, 2, 1000, 1000), (8, 2, 200, 777), (8, 4, 777, 200),
+                                   (2, 1, 1, 65), (2, 2, 65, 1), (2, 2, 64, 4096)])
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("causal", [False, True])
+def test_wgmma_kernel_on_hopper(seed, spy, wgmma_spy, accum, kind, shape, d, causal):
+    """sageattn_qk_int8_pv_fp8_cuda_sm90 on an H100/H200 runs the wgmma kernel (unit _C_sm90):
+    against fp64 attention and against the mma.sync FP8 kernel, which has the same quantization
+    and arithmetic, output and LSE. With "fp32" (one accumulator over all key tiles) only the
+    LSE is compared: Hopper's FP8 wgmma keeps fewer bits in its accumulator than the mma.sync
+    path, which Hopper runs as FP16 MMAs, so on biased V (outliers) the two differ by a few
+    percent while both stay within the fp64 bounds; "fp32+fp32" sums the tiles in fp32 and
+    agrees within 1%."""
+    if not _wgmma():
+        pytest.skip("no sm_90a unit for this GPU (H100/H200 with a wheel built by nvcc >= 12.3)")
+    hq, hkv, nq, nk = shape
+    q, k, v = make_qkv(1, hq, hkv, nq, nk, d, kind=kind, device="cuda")
+    out, lse = sa.sageattn_qk_int8_pv_fp8_cuda_sm90(q, k, v, is_causal=causal,
+                                                    pv_accum_dtype=accum, return_lse=True)
+    assert wgmma_spy == [True] and spy == [True]
+    exact, exact_lse = reference.attention_fp64(q, k, v, is_causal=causal, return_lse=True)
+    mma, mma_lse = sa.sageattn_qk_int8_pv_fp8_cuda(q, k, v, is_causal=causal, pv_accum_dtype=accum,
+                                                   return_lse=True)
+    _check(out, exact, True, q.dtype, kind, what=f"wgmma {accum}",
+           triton=_triton(q, k, v, True, accum, causal=causal))
+    if accum == "fp32+fp32":
+        assert reference.accuracy(out, mma)["rel_l1"] < 0.01
+    # The LSE: the mma.sync kernel's (same scores, same sums); against fp64 on plain inputs
+    # (INT8 scores of big tokens move it by units, as in every INT8 kernel).
+    assert (lse - mma_lse).abs().max() < 1e-3
+    if kind == "randn":
+        assert (lse.cpu().double() - exact_lse).abs().max() < 0.1
+
+
+@pytest.mark.parametrize("layout", ["HND", "NHD"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("gran", ["per_warp", "per_thread"])
+def test_wgmma_kernel_layouts_and_views(seed, wgmma_spy, layout, dtype, gran):
+    if not _wgmma():
+        pytest.skip("no sm_90a unit for this GPU (H100/H200 with a wheel built by nvcc >= 12.3)")
+    base = torch.randn(2, 333, 3, 4, 96, device="cuda", dtype=dtype)
+    q, k, v = base[:, :, 0], base[:, :, 1], base[:, :, 2]  # NHD views, row stride 3*4*96
+    if layout == "HND":
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+    out = sa.sageattn_qk_int8_pv_fp8_cuda_sm90(q, k, v, tensor_layout=layout, qk_quant_gran=gran)
+    assert wgmma_spy == [True] and out.shape == q.shape and out.dtype == dtype
+    _check(out, reference.attention_fp64(q, k, v, tensor_layout=layout), True, dtype,
+           what=f"wgmma {layout} {gran}")
+    # A masked call and the fp16-accumulating mode run the mma.sync kernel instead.
+    mask = torch.rand(2, 1, 333, 333, device="cuda") > 0.3
+    sa.sageattn_qk_int8_pv_fp8_cuda_sm90(q, k, v, tensor_layout=layout, attn_mask=mask)
+    sa.sageattn_qk_int8_pv_fp8_cuda_sm90(q, k, v, tensor_layout=layout, pv_accum_dtype="fp32+fp16")
+    assert wgmma_spy == [True, False, False]
 
 
 def test_matches_the_quantized_model(seed, spy):

@@ -25,6 +25,7 @@ FUNCS = {
     "fp16_triton": sa.sageattn_qk_int8_pv_fp16_triton,
     "fp16_cuda": sa.sageattn_qk_int8_pv_fp16_cuda,
     "fp8_cuda": sa.sageattn_qk_int8_pv_fp8_cuda,
+    "fp8_cuda_sm90": sa.sageattn_qk_int8_pv_fp8_cuda_sm90,  # the wgmma kernel on H100/H200
 }
 
 
@@ -39,7 +40,7 @@ def _runs_compiled(name, q, k, v, mask, layout):
             return False
         gran, fp8 = plan.qk_quant_gran, plan.pv_fp8
     else:
-        gran, fp8 = "per_thread", name == "fp8_cuda" and q.device.type == "cuda"
+        gran, fp8 = "per_thread", name.startswith("fp8_cuda") and q.device.type == "cuda"
     return cuda_forward.unsupported_reason(q, k, v, attn_mask=mask, qk_quant_gran=gran,
                                            pv_fp8=fp8, tensor_layout=layout) is None
 

@@ -125,6 +125,41 @@ def test_fp8_unit_archs_come_from_the_build(monkeypatch):
         assert ops.fp8_usable_on(ops.torch.device("cuda", 0)) is want, cc
 
 
+def test_sm90a_unit_failure_is_reported_and_the_rest_still_loads(monkeypatch):
+    import types
+
+    monkeypatch.setattr(ops.torch, "__version__", "2.8.0+cu129")
+    monkeypatch.setattr(ops.torch.version, "cuda", "12.9")
+    monkeypatch.setattr(ops, "_register_fakes", lambda: None)
+    info = ops.BuildInfo(**{**BUILT.__dict__, "optional_paths": {
+        "fp8_archs": ("8.9", "9.0"), "sm90a_archs": ("9.0a",)}})
+    base = types.ModuleType("sageattention._C")
+
+    def importer(name):
+        if name == ops.SM90_MODULE:
+            raise ImportError("undefined symbol while importing _C_sm90")
+        return base
+
+    with pytest.warns(RuntimeWarning, match=r"Hopper \(sm_90a\) unit failed to load"):
+        assert ops.load(info, importer=importer) is base
+    assert ops._state.sm90_module is None and ops._state.fp8_module is base
+
+
+def test_sm90a_unit_runs_on_sm90_only(monkeypatch):
+    """sm_90a code runs on sm_90 GPUs and no other (not on sm_100/sm_120, unlike plain sm_90)."""
+    monkeypatch.setattr(ops, "fp8_usable_on", lambda device: True)
+    monkeypatch.setattr(ops, "_device_index", lambda device: 0)
+    monkeypatch.setattr(ops, "build_info", lambda: ops.BuildInfo(
+        version="x", optional_paths={"fp8_archs": ("8.9", "9.0", "12.0"), "sm90a_archs": ("9.0a",)}))
+    ops._state.sm90_module = object()
+    for cc, want in (((9, 0), True), ((10, 0), False), ((12, 0), False), ((8, 9), False)):
+        monkeypatch.setattr(ops.torch.cuda, "get_device_capability", lambda i, cc=cc: cc)
+        assert ops.sm90a_usable_on(ops.torch.device("cuda", 0)) is want, cc
+    ops._state.sm90_module = None
+    monkeypatch.setattr(ops.torch.cuda, "get_device_capability", lambda i: (9, 0))
+    assert ops.sm90a_usable_on(ops.torch.device("cuda", 0)) is False  # the unit did not load
+
+
 def test_any_import_error_of_the_extension_falls_back_to_triton(monkeypatch):
     """A RuntimeError at import (an operator registered twice, ...) is explained like a DLL
     failure, not raised into sageattn's callers."""

@@ -42,19 +42,7 @@ std::tuple<Tensor, Tensor> attn_int8_fp8(const Tensor& q, const Tensor& q_scale,
   SAGE_CHECK(pv_mode != kPvF8AccF16 || SAGE_FP8_F16_ACCUM, op,
               ": this build has no fp16-accumulating FP8 MMA (needs nvcc >= 12.8); use pv_mode 3");
   const int64_t B = q.size(0), Hq = q.size(1), d_pad = k8.size(3);
-  const int64_t Hkv = k8.size(1), nk_pad = k8.size(2);
-  SAGE_CHECK(v8.is_cuda() && v8.scalar_type() == kUInt8 && v8.is_contiguous() &&
-                  v8.dim() == 4 && v8.size(0) == B && v8.size(1) == Hkv && v8.size(2) == d_pad &&
-                  v8.size(3) == nk_pad,
-              op, ": v8 must be contiguous uint8 [B, Hkv, D_pad, Nk_pad] (quant_v_fp8)");
-  SAGE_CHECK(same_device(v8, k8) && v_scale.is_cuda() && same_device(v_scale, k8), op,
-             ": v8 and v_scale must be on k8's GPU");
-  SAGE_CHECK(v_scale.scalar_type() == kFloat && v_scale.is_contiguous() &&
-                  v_scale.numel() == B * Hkv * d_pad,
-              op, ": v_scale must be contiguous float32 [B, Hkv, D_pad]");
-  SAGE_CHECK(nk > 0 && nk <= nk_pad, op, ": need 0 < nk <= padded keys");
-  SAGE_CHECK(head_dim > 0 && head_dim <= d_pad && head_dim % 2 == 0, op,
-              ": head_dim must be even and <= the padded head dim");
+  check_fp8_v(v8, v_scale, k8, nk, head_dim, op);
   SAGE_CHECK(!is_raw_q(q) || q.size(3) == head_dim, op, ": q's head dim must be head_dim");
   const DeviceGuard guard(k8);
   cudaStream_t stream = current_stream(k8);

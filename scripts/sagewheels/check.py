@@ -29,8 +29,8 @@ Stages, in order:
   Linux wheels and PE only in Windows ones, for the tag's CPU; each ELF/PE file must parse in
   full (scripts/sagewheels/binaries.py; at most MAX_BINARIES files). Each compiled unit is checked
   there: a cubin per arch (_C: the row's archs, or without a row the archs _build_info records;
-  _C_fp8: those >= 8.9), linked libraries / DLL imports, and no torch C++ symbol in stable-ABI
-  units; abi3 wheels with a sound archive also go through `abi3audit --strict`.
+  _C_fp8: those >= 8.9; _C_sm90: 9.0a where the row has 9.0), linked libraries / DLL
+  imports, and no torch C++ symbol in stable-ABI units; abi3 wheels with a sound archive also go through `abi3audit --strict`.
 - row: with --row / --host, the tags, local version, torch/CUDA and GPU archs recorded in the
   wheel must be the row's (--archs overrides the row's archs, as in `build_wheel.py --archs`).
 
@@ -71,6 +71,7 @@ from . import matrix, tools
 from .binaries import one_line
 
 FP8_OLDEST = (8, 9)  # the _C_fp8 unit is built only for these archs and newer (setup.py UNITS)
+SM90A = "9.0a"  # the _C_sm90 unit's one target, built where the row has 9.0 (setup.py UNITS)
 # Requirements that could make pip replace or upgrade the user's torch (or its Triton).
 FORBIDDEN_REQUIRES = ("torch", "triton", "triton-windows")
 
@@ -712,6 +713,11 @@ def optional_path_problems(info: dict) -> list:
         problems.append(f"{BUILD_INFO}: OPTIONAL_PATHS['fp8_archs'] is {short_repr(fp8)}, setup.py "
                         "writes a tuple of archs")
         paths = {**paths, "fp8_archs": ()}
+    sm90 = paths.get("sm90a_archs", ())
+    if not (isinstance(sm90, (list, tuple)) and all(a == SM90A for a in sm90) and len(sm90) <= 1):
+        problems.append(f"{BUILD_INFO}: OPTIONAL_PATHS['sm90a_archs'] is {short_repr(sm90)}, "
+                        f"setup.py writes () or ({SM90A!r},)")
+        paths = {**paths, "sm90a_archs": ()}
     if not isinstance(paths.get("fp8_pv_f16_accum", False), bool):
         problems.append(f"{BUILD_INFO}: OPTIONAL_PATHS['fp8_pv_f16_accum'] is not a bool")
     if not all(isinstance(k, str) for k in paths):
@@ -844,12 +850,22 @@ def compiled_unit_problems(libs: dict, info: dict, want_archs: list | None,
     if fp8_archs and not has_fp8:
         problems.append(f"the build recorded FP8 archs {' '.join(fp8_archs)} but the wheel has "
                         "no _C_fp8")
+    has_sm90 = any(Path(lib).name.startswith("_C_sm90.") for lib in libs)
+    sm90_archs = tuple(info.get("OPTIONAL_PATHS", {}).get("sm90a_archs", ()))
+    if has_sm90 and not sm90_archs:
+        problems.append("the wheel carries _C_sm90 but its build recorded no sm_90a unit: a "
+                        "stale binary from another build was packaged")
+    if sm90_archs and not has_sm90:
+        problems.append("the build recorded the sm_90a unit but the wheel has no _C_sm90")
     for lib, data in libs.items():
         if not re.fullmatch(r"sageattention/_C\w*\.[^/]+", lib) or lib in broken:
             continue  # a vendored dependency, not one of our units; or one that did not parse
         want = want_archs
         if want is not None and Path(lib).name.startswith("_C_fp8."):
             want = [a for a in want_archs if binary_checks.arch_tuple(a) >= FP8_OLDEST]
+        if want is not None and Path(lib).name.startswith("_C_sm90."):
+            # Only where the row builds 9.0; a toolkit that cannot is refused by the matrix.
+            want = [SM90A] if any(binary_checks.arch_tuple(a) == (9, 0) for a in want_archs) else []
         for found, more in (binary_checks.gpu_code_problems(lib, data, want)
                             if want is not None else ([], []),
                             binary_checks.stable_abi_problems(lib, data)
