@@ -70,7 +70,8 @@ info = ops.build_info()
 assert info.compiled_extension and info.cuda_archs, info
 assert info.torch_version == torch.__version__.split('+')[0], info
 assert ops.load() is not None, ops._state.reason
-for name in ('quant_int8', 'attn_int8_fp16', 'quant_v_fp8', 'attn_int8_fp8'):
+assert info.optional_paths.get('sm90a_archs') == (), info  # sm_80 alone: no sm_90a unit
+for name in ('quant_int8', 'attn_int8_fp16', 'quant_v_fp8', 'attn_int8_fp8', 'attn_int8_fp8_sm90'):
     print(getattr(torch.ops.sageattention_C, name).default._schema)
 from sageattention import cuda_forward
 with FakeTensorMode():
@@ -85,6 +86,11 @@ with FakeTensorMode():
             tensor_layout='NHD', is_causal=True, smooth_k=True, smooth_v=fp8,
             qk_quant_gran='per_warp', pv_fp8=fp8, pv_accum='fp32+fp32', return_lse=True)
         assert out.shape == q.shape and out.dtype == torch.bfloat16 and lse.shape == (2, 8, 100)
+    q8, qs, _ = torch.ops.sageattention_C.quant_int8(q.transpose(1, 2), 2, 128, 128, False, 1.0)
+    v8, vs, _ = torch.ops.sageattention_C.quant_v_fp8(k, 128, 128, False, 448.0)
+    out, lse = torch.ops.sageattention_C.attn_int8_fp8_sm90(
+        q8, qs, k8, ks, v8, vs, 100, 100, 96, True, False, True, 3, True, True)
+    assert out.shape == q.shape and out.dtype == torch.bfloat16 and lse.shape == (2, 8, 100)
 print('fp8 archs', info.optional_paths)
 print('ok')
 """)
