@@ -91,4 +91,4 @@ def default_plan(device, head_dim: int = 128, scores: int | None = None) -> Plan
     return Plan(pv_fp8=True, pv_accum="fp32+fp16", backend="cuda")
 
 
-__all__ = ["Plan", "SM90_COMPILED_MAX_SCORES", "default_plan", "has_fp8_mma"]
+__all__ = ["SM90_COMPILED_MAX_SCORES", "Plan", "default_plan", "has_fp8_mma"]

@@ -25,18 +25,18 @@ from triton_aot import SMEM_PER_BLOCK
 # (mask_kind 1 bool; 2 additive) and unmasked (0): FP16 P·V everywhere (sageattn on sm80/86 and
 # at D=64 on sm90; sageattn_qk_int8_pv_fp16_triton and the masked calls of the FP16 entry
 # points elsewhere), FP8 P·V from sm89 on.
-ATTENTION = [dict(cc=cc, d=d, pv_fp8=fp8, causal=causal, mask_kind=mask, dtype="bf16")
+ATTENTION = [{"cc": cc, "d": d, "pv_fp8": fp8, "causal": causal, "mask_kind": mask, "dtype": "bf16"}
              for cc in SMEM_PER_BLOCK for fp8 in ((False, True) if cc >= 89 else (False,))
              for d in (64, 128) for causal in (False, True) for mask in (0, 1)]
-ATTENTION += [dict(cc=cc, d=128, pv_fp8=fp8, causal=False, mask_kind=2, dtype="fp16")
+ATTENTION += [{"cc": cc, "d": 128, "pv_fp8": fp8, "causal": False, "mask_kind": 2, "dtype": "fp16"}
               for cc in (86, 89, 90) for fp8 in ((False, True) if cc >= 89 else (False,))]
-ATTENTION += [dict(cc=cc, d=256, pv_fp8=False, causal=False, mask_kind=0, dtype="fp16")
+ATTENTION += [{"cc": cc, "d": 256, "pv_fp8": False, "causal": False, "mask_kind": 0, "dtype": "fp16"}
               for cc in (86, 90)]
-BLOCK_MAP = [dict(kernel="tile_kinds", cc=cc, mask_kind=kind, mask_type=t, causal=causal,
-                  bits=bits)
+BLOCK_MAP = [{"kernel": "tile_kinds", "cc": cc, "mask_kind": kind, "mask_type": t, "causal": causal,
+                  "bits": bits}
              for cc in (80, 89, 90, 120) for kind, t in ((1, "*i1"), (2, "*bf16"), (2, "*fp32"))
              for causal in (False, True) for bits in (False, True)] + [
-    dict(kernel="compact", cc=cc, bits=bits) for cc in (80, 89, 90, 120) for bits in (False, True)]
+    {"kernel": "compact", "cc": cc, "bits": bits} for cc in (80, 89, 90, 120) for bits in (False, True)]
 CASES = [dict(c, kernel="attention") for c in ATTENTION] + BLOCK_MAP
 
 

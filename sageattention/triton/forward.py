@@ -241,12 +241,12 @@ def kernel_constants(cfg: TileConfig, *, d: int, q_mode: int, is_causal: bool, m
     """The compile-time arguments of attention_kernel for a call (tests/triton_aot.py compiles
     the same ones for each arch)."""
     d_pad = head_dim_padded(d)
-    return dict(
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, D_PAD=d_pad,
-        Q_MODE=q_mode, IS_CAUSAL=bool(is_causal),
-        MASK_KIND=mask_kind, PV_FP8=bool(pv_fp8), RETURN_LSE=bool(return_lse),
-        HAS_KM=bool(has_km), VARLEN=bool(varlen), EVEN_D=(d == d_pad),
-        FP8_ACC_EVERY=fp8_accumulate_every(pv_accum, cfg.block_n) if pv_fp8 else 0)
+    return {
+        "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n, "D_PAD": d_pad,
+        "Q_MODE": q_mode, "IS_CAUSAL": bool(is_causal),
+        "MASK_KIND": mask_kind, "PV_FP8": bool(pv_fp8), "RETURN_LSE": bool(return_lse),
+        "HAS_KM": bool(has_km), "VARLEN": bool(varlen), "EVEN_D": (d == d_pad),
+        "FP8_ACC_EVERY": fp8_accumulate_every(pv_accum, cfg.block_n) if pv_fp8 else 0}
 
 
 def launch_fitting(launch, cfg: TileConfig, kind: tuple) -> TileConfig:
