@@ -213,6 +213,30 @@ def test_wgmma_kernel_layouts_and_views(seed, wgmma_spy, layout, dtype, gran):
     assert wgmma_spy == [True, False, False]
 
 
+def test_wgmma_op_turns_bad_input_into_python_errors():
+    # As test_compiled_ops_turn_bad_input_into_python_errors, for the sm_90a unit's op.
+    if not _wgmma():
+        pytest.skip("no sm_90a unit for this GPU (H100/H200 with a wheel built by nvcc >= 12.3)")
+    C = torch.ops.sageattention_C
+    x = torch.randn(1, 2, 64, 64, device="cuda", dtype=torch.float16)
+    q8, q_scale, _ = C.quant_int8(x, 2, 128, 64, False, 1.0)
+    k8, k_scale, _ = C.quant_int8(x, 3, 64, 64, True, 1.0)
+    v8, v_scale, _ = C.quant_v_fp8(x, 64, 64, False, 448.0)
+    args = (64, 64, 64, False, False, True)  # nq, nk, head_dim, nhd, causal, per_thread
+    with pytest.raises(RuntimeError, match="attn_int8_fp8_sm90: q8 must be quant_int8's int8 Q"):
+        C.attn_int8_fp8_sm90(x, q_scale, k8, k_scale, v8, v_scale, *args, 3, False, False)
+    with pytest.raises(RuntimeError, match="attn_int8_fp8_sm90: pv_mode must be 2 or 3"):
+        C.attn_int8_fp8_sm90(q8, q_scale, k8, k_scale, v8, v_scale, *args, 4, False, False)
+    with pytest.raises(RuntimeError, match="attn_int8_fp8_sm90: v8 must be contiguous uint8"):
+        C.attn_int8_fp8_sm90(q8, q_scale, k8, k_scale, v8[:, :1], v_scale, *args, 3, False, False)
+    with pytest.raises(RuntimeError, match="attn_int8_fp8_sm90: need 0 < nk <= padded keys"):
+        C.attn_int8_fp8_sm90(q8, q_scale, k8, k_scale, v8, v_scale, 64, 65, 64, False, False, True,
+                             3, False, False)
+    out, _ = C.attn_int8_fp8_sm90(q8, q_scale, k8, k_scale, v8, v_scale, *args, 3, False, False)
+    torch.cuda.synchronize()
+    assert out.shape == x.shape and torch.isfinite(out).all()
+
+
 def test_matches_the_quantized_model(seed, spy):
     q, k, v = make_qkv(1, 4, 2, 700, 900, 128, kind="outliers", device="cuda")
     for causal in (False, True):
