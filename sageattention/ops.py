@@ -236,22 +236,23 @@ def _device_index(device: torch.device) -> int:
     return device.index if device.index is not None else torch.cuda.current_device()
 
 
+def _unit_runs_on(device: torch.device, module, archs_key: str) -> bool:
+    """Whether an optional unit is loaded and its recorded archs (_build_info's OPTIONAL_PATHS
+    entry `archs_key`) have code for this GPU."""
+    if module is None:
+        return False
+    unit = BuildInfo(version="", cuda_archs=tuple(build_info().optional_paths.get(archs_key, ())))
+    return arch_supported(unit, torch.cuda.get_device_capability(_device_index(device))) is None
+
+
 def fp8_usable_on(device: torch.device) -> bool:
     """True if the FP8 P·V unit is loaded and has code for this GPU."""
-    if not usable_on(device) or _state.fp8_module is None:
-        return False
-    archs = build_info().optional_paths.get("fp8_archs", ())
-    fp8 = BuildInfo(version="", cuda_archs=tuple(archs))
-    return arch_supported(fp8, torch.cuda.get_device_capability(_device_index(device))) is None
+    return usable_on(device) and _unit_runs_on(device, _state.fp8_module, "fp8_archs")
 
 
 def sm90a_usable_on(device: torch.device) -> bool:
     """True if the wgmma unit (sm_90a code: H100, H200 and no other GPU) is loaded for this GPU."""
-    if not fp8_usable_on(device) or _state.sm90_module is None:
-        return False
-    archs = build_info().optional_paths.get("sm90a_archs", ())
-    sm90 = BuildInfo(version="", cuda_archs=tuple(archs))
-    return arch_supported(sm90, torch.cuda.get_device_capability(_device_index(device))) is None
+    return fp8_usable_on(device) and _unit_runs_on(device, _state.sm90_module, "sm90a_archs")
 
 
 def fp8_f16_accum_compiled() -> bool:

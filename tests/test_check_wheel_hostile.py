@@ -411,8 +411,8 @@ def test_bad_build_info(tmp_path, unit, source, words):
 
 @pytest.mark.parametrize("paths, extra, words", [
     ("{'sm90a_archs': ()}", {"sageattention/_C_sm90.cpython-312-x86_64-linux-gnu.so": None},
-     "carries _C_sm90 but its build recorded no sm_90a unit"),
-    ("{'sm90a_archs': ('9.0a',)}", {}, "recorded the sm_90a unit but the wheel has no _C_sm90"),
+     "carries _C_sm90 but its build recorded no sm_90a archs"),
+    ("{'sm90a_archs': ('9.0a',)}", {}, "recorded sm_90a archs 9.0a but the wheel has no _C_sm90"),
 ])
 def test_the_sm90a_unit_agrees_with_the_build(tmp_path, unit, paths, extra, words):
     change = {"sageattention/_build_info.py": build_info(OPTIONAL_PATHS=paths)}

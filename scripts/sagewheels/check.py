@@ -842,21 +842,16 @@ def compiled_unit_problems(libs: dict, info: dict, want_archs: list | None,
     if "COMPILED_EXTENSION" in info and not info["COMPILED_EXTENSION"]:
         problems.append("_build_info says no compiled extension, but the wheel has one")
     # Every compiled unit must be one the build recorded (a stray in-place build is not).
-    has_fp8 = any(Path(lib).name.startswith("_C_fp8.") for lib in libs)
-    fp8_archs = tuple(info.get("OPTIONAL_PATHS", {}).get("fp8_archs", ()))
-    if has_fp8 and not fp8_archs:
-        problems.append("the wheel carries _C_fp8 but its build recorded no FP8 archs: a stale "
-                        "binary from another build was packaged")
-    if fp8_archs and not has_fp8:
-        problems.append(f"the build recorded FP8 archs {' '.join(fp8_archs)} but the wheel has "
-                        "no _C_fp8")
-    has_sm90 = any(Path(lib).name.startswith("_C_sm90.") for lib in libs)
-    sm90_archs = tuple(info.get("OPTIONAL_PATHS", {}).get("sm90a_archs", ()))
-    if has_sm90 and not sm90_archs:
-        problems.append("the wheel carries _C_sm90 but its build recorded no sm_90a unit: a "
-                        "stale binary from another build was packaged")
-    if sm90_archs and not has_sm90:
-        problems.append("the build recorded the sm_90a unit but the wheel has no _C_sm90")
+    for unit, key, what in (("_C_fp8", "fp8_archs", "FP8 archs"),
+                            ("_C_sm90", "sm90a_archs", "sm_90a archs")):
+        carried = any(Path(lib).name.startswith(unit + ".") for lib in libs)
+        recorded = tuple(info.get("OPTIONAL_PATHS", {}).get(key, ()))
+        if carried and not recorded:
+            problems.append(f"the wheel carries {unit} but its build recorded no {what}: a stale "
+                            "binary from another build was packaged")
+        if recorded and not carried:
+            problems.append(f"the build recorded {what} {' '.join(recorded)} but the wheel has "
+                            f"no {unit}")
     for lib, data in libs.items():
         if not re.fullmatch(r"sageattention/_C\w*\.[^/]+", lib) or lib in broken:
             continue  # a vendored dependency, not one of our units; or one that did not parse
