@@ -49,14 +49,17 @@ def functions(device):
             fns[f"fp8_cuda {gran} {accum}"] = _fp8_cuda(gran, accum)
     fns["fp8_cuda_sm90"] = lambda q, k, v, c: sa.sageattn_qk_int8_pv_fp8_cuda_sm90(q, k, v, is_causal=c)
     try:
-        from original import original_fp16_triton
+        from original import original_compiled, original_fp16_triton
 
         orig = original_fp16_triton()
+        orig_compiled = original_compiled()
     except Exception as exc:  # noqa: BLE001 - the original is optional; say why it is missing
         print(f"original SageAttention not loaded: {exc}", file=sys.stderr)
-        orig = None
+        orig, orig_compiled = None, {}
     if orig is not None:
         fns["ORIGINAL fp16_triton"] = lambda q, k, v, c: orig(q, k, v, is_causal=c)
+    if "original sageattn" in orig_compiled:  # its public call: on sm90, its wgmma kernel
+        fns["ORIGINAL sageattn"] = orig_compiled["original sageattn"]
     return fns
 
 
