@@ -39,7 +39,8 @@ class Plan:
     qk_quant_gran: str = "per_thread"
     pv_accum: str = "fp32+fp32"  # P·V accumulation (pv_accum_dtype of the entry points)
     # "cuda": the compiled kernels where they can run, else Triton; "cuda_sm90": the same, with
-    # the wgmma kernel on H100/H200 where cuda_forward.runs_wgmma allows.
+    # the wgmma kernel on H100/H200 where cuda_forward.runs_wgmma allows; "wgmma": that kernel
+    # where runs_wgmma allows, else Triton (launch.py).
     backend: str = "triton"
 
     def with_gran(self, gran: str) -> Plan:

@@ -26,18 +26,25 @@ def _attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                     is_causal: bool, smooth_k: bool, smooth_v: bool, qk_quant_gran: str,
                     pv_fp8: bool, pv_accum: str, backend: str,
                     return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    if backend in ("cuda", "cuda_sm90"):  # "cuda_sm90": the wgmma kernel where it can run
+    # "cuda": the compiled kernels where they can run; "cuda_sm90": the same, with the wgmma
+    # kernel where it can run; "wgmma": the wgmma kernel where it can run, else Triton (on
+    # Hopper, the mma.sync kernels lose to Triton). Otherwise Triton.
+    if backend in ("cuda", "cuda_sm90", "wgmma"):
         from . import cuda_forward
 
-        if cuda_forward.unsupported_reason(q, k, v, attn_mask=attn_mask,
-                                           qk_quant_gran=qk_quant_gran, pv_fp8=pv_fp8,
-                                           tensor_layout=tensor_layout) is None:
+        runs = cuda_forward.unsupported_reason(q, k, v, attn_mask=attn_mask,
+                                               qk_quant_gran=qk_quant_gran, pv_fp8=pv_fp8,
+                                               tensor_layout=tensor_layout) is None
+        if runs and backend == "wgmma":
+            runs = cuda_forward.runs_wgmma(q, pv_fp8=pv_fp8, pv_accum=pv_accum,
+                                           masked=attn_mask is not None)
+        if runs:
             with on_device(q):
                 out, lse = cuda_forward.attention_forward(
                     q, k, v, sm_scale=sm_scale, tensor_layout=tensor_layout, is_causal=is_causal,
                     smooth_k=smooth_k, smooth_v=smooth_v, qk_quant_gran=qk_quant_gran,
                     pv_fp8=pv_fp8, pv_accum=pv_accum, return_lse=return_lse, attn_mask=attn_mask,
-                    wgmma=backend == "cuda_sm90")
+                    wgmma=backend != "cuda")
             return out, (lse if return_lse else torch.empty((0,), dtype=torch.float32,
                                                              device=q.device))
     from .triton.forward import attention_forward  # Triton is imported on first use only

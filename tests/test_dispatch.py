@@ -123,3 +123,38 @@ def test_which_q_the_attention_kernel_loads_itself():
     assert not cuda_forward.kernel_reads_q(q.transpose(2, 3).contiguous().transpose(2, 3))
     wide = torch.empty(2, 3, 50, 66, dtype=torch.float16)
     assert not cuda_forward.kernel_reads_q(wide[..., :64])  # row stride 66
+
+
+@pytest.mark.parametrize("backend,wgmma_ok,masked,want", [
+    ("wgmma", True, False, ("cuda", True)),
+    ("wgmma", False, False, ("triton", None)),   # no sm_90a unit, or a mode it lacks
+    ("wgmma", True, True, ("triton", None)),     # masked: runs_wgmma is asked and declines
+    ("cuda_sm90", False, False, ("cuda", True)),  # the explicit entry point keeps mma.sync
+    ("cuda", True, False, ("cuda", False)),
+])
+def test_the_wgmma_backend_falls_back_to_triton_not_to_mma_sync(monkeypatch, backend, wgmma_ok,
+                                                                 masked, want):
+    """Backend "wgmma" (sageattn on Hopper) runs the wgmma kernel where cuda_forward.runs_wgmma
+    allows and Triton otherwise: on Hopper the mma.sync kernels are the slower path."""
+    from sageattention import launch
+    from sageattention.triton import forward as triton_forward
+
+    ran = []
+    monkeypatch.setattr(cuda_forward, "unsupported_reason", lambda *a, **kw: None)
+    monkeypatch.setattr(cuda_forward, "runs_wgmma",
+                        lambda q, *, pv_fp8, pv_accum, masked: wgmma_ok and not masked)
+
+    def compiled(q, k, v, *, wgmma, return_lse, **kw):
+        ran.append(("cuda", wgmma))
+        return torch.zeros_like(q), torch.empty(0)
+
+    def triton(q, k, v, out, **kw):
+        ran.append(("triton", None))
+
+    monkeypatch.setattr(cuda_forward, "attention_forward", compiled)
+    monkeypatch.setattr(triton_forward, "attention_forward", triton)
+    q = torch.zeros(1, 2, 8, 64)
+    mask = torch.ones(1, 2, 8, 8, dtype=torch.bool) if masked else None
+    launch._attention_impl(q, q, q, mask, 0.125, "HND", False, True, False, "per_thread", True,
+                           "fp32+fp32", backend, False)
+    assert ran == [want]
