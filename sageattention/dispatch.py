@@ -20,7 +20,7 @@ about sm86; the original measured its Triton path faster on sm86 and we keep its
 (docs/perf-notes.md). On sm90 the mma.sync CUDA kernels lose to the Triton kernels (Triton
 uses wgmma; FP8 mma.sync is no faster than FP16 there), and our own wgmma kernel (unit
 _C_sm90, run by sageattn_qk_int8_pv_fp8_cuda_sm90) still loses to Triton except at D=64 with
-N=16K (docs/perf-notes.md row 38): the Hopper path stays Triton, except for small calls, where
+N=16K (docs/perf-notes.md rows 38, 41): the Hopper path stays Triton, except for small calls, where
 the host work and launches of the Triton path's separate quantization passes cost more than
 the slower MMAs. A CUDA plan falls back to the Triton kernel of the same precision when the
 extension is missing, lacks code for the GPU, or the call needs something only Triton

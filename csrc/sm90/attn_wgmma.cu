@@ -4,37 +4,63 @@
 // Same inputs, scales and arithmetic as attention.cuh's FP8 kernel (quant_int8's q8 and k8,
 // quant_v_fp8's v8 and v_scale; the online softmax in base 2 on integer scores; P * 448 in
 // e4m3), so both give the same numbers up to the order of the sums. What differs is the
-// matrix work: a block is one warpgroup (4 warps, 64 query rows: warp w rows 16w..16w+15),
-// whose Q·Kᵀ is one m64n64k32 wgmma per 32 channels (Q's INT8 fragments in registers, the K
-// tile from shared memory) and whose P·V one m64nDk32 wgmma per 32 keys (P packed into e4m3
-// registers, V's transposed tile from shared memory). The accumulators of wgmma have the
-// mma.sync layout per warp, so the softmax is attention.cuh's with one m16 tile per warp.
-// K and V tiles are copied with cp.async, two stages, into the swizzled layout the
-// descriptors name (csrc/sm90/wgmma.cuh).
+// matrix work: a block is one warpgroup (4 warps, 64 query rows: warp w rows 16w..16w+15)
+// that walks the keys in tiles of 128. Its Q·Kᵀ is one m64n128k32 wgmma per 32 channels, both
+// operands from shared memory (Q's tile is copied once), and its P·V one m64nDk32 wgmma per
+// 32 keys (P packed into e4m3 registers, V's transposed tile from shared memory). A tile of
+// 128 keys holds two of k_scale's 64-key groups, so each half of the scores has its own
+// scale. The accumulators of wgmma have the mma.sync layout per warp, so the softmax is
+// attention.cuh's with one m16 tile per warp. Q, K and V tiles are copied with cp.async (K
+// and V in two stages) into the swizzled layout the descriptors name (csrc/sm90/wgmma.cuh).
+//
+// Why 128-key tiles (docs/perf-notes.md): every tile pays two block barriers, two waits for
+// the whole wgmma latency, the row max and sum shuffles and the rescale of the output; twice
+// the keys per tile halves all of that per key, and n128 is the wgmma shape that keeps the
+// tensor cores busiest.
 #include "attention.cuh"
 #include "kernels.h"
 #include "sm90/wgmma.cuh"
 
+// Blocks per SM the registers are budgeted for (__launch_bounds__): 2 leaves ptxas up to 255
+// registers per thread, 3 asks for at most 168. Measured (docs/perf-notes.md row 41): at D=128
+// 2 (3 spills in "fp32+fp32" and is 6% slower at full attention), at D=64 3 (+15-20% over 2).
+// SAGE_WGMMA_MIN_BLOCKS overrides both, for measurements.
+#ifdef SAGE_WGMMA_MIN_BLOCKS
+#define SAGE_WGMMA_BLOCKS(D_PAD) SAGE_WGMMA_MIN_BLOCKS
+#else
+#define SAGE_WGMMA_BLOCKS(D_PAD) ((D_PAD) == 64 ? 3 : 2)
+#endif
+// 1: the pipelined loop (wgmma through the softmax), 0: each wgmma waited for at once. The
+// pipelined loop passed the GPU tests but gave nothing over the plain one with two blocks per
+// SM (docs/perf-notes.md row 41), so builds use 0; it stays for the warp-specialised version.
+#ifndef SAGE_WGMMA_PIPELINE
+#define SAGE_WGMMA_PIPELINE 0
+#endif
+
 namespace sageattention {
 namespace {
 
-constexpr int kRows = 64;      // query rows per block (one warpgroup)
-constexpr int kThreads = 128;  // one warpgroup
+constexpr int kRows = 64;                  // query rows per block (one warpgroup)
+constexpr int kThreads = 128;              // one warpgroup
+constexpr int kTileK = 128;                // keys per tile
+constexpr int kGroups = kTileK / kCtaK;    // k_scale groups per tile
 static_assert(kQPad % kRows == 0, "q8's row padding must cover whole blocks");
+static_assert(kGroups == 2, "the softmax below splits a tile's scores into two scale groups");
 
 template <int D_PAD>
 struct WgSmem {
-  static constexpr int k_tile = kCtaK * D_PAD;  // 64 keys x D_PAD bytes, rows D_PAD bytes
-  static constexpr int v_tile = D_PAD * kCtaK;  // D_PAD channels x 64 keys, rows 64 bytes
-  static constexpr int bytes = 2 * (k_tile + v_tile) + 1024;  // + the base's 1024-byte alignment
+  static constexpr int q_tile = kRows * D_PAD;   // 64 rows x D_PAD bytes
+  static constexpr int k_tile = kTileK * D_PAD;  // 128 keys x D_PAD bytes, rows D_PAD bytes
+  static constexpr int v_tile = D_PAD * kTileK;  // D_PAD channels x 128 keys, rows 128 bytes
+  static constexpr int bytes = q_tile + 2 * (k_tile + v_tile) + 1024;  // + the 1024-byte alignment
+  static_assert(q_tile % 1024 == 0 && k_tile % 1024 == 0, "swizzled tiles start 1024-aligned");
 };
 
 template <int D_PAD>
-__device__ __forceinline__ void load_k_tile_wg(const AttnParams& p, uint32_t dst, int64_t bhk,
-                                               int tile) {
-  constexpr int kCpr = D_PAD / 16;  // 16-byte chunks per key row
-  constexpr int kIters = kCtaK * kCpr / kThreads;
-  const int8_t* src = p.k8 + (bhk * p.nk_pad + static_cast<int64_t>(tile) * kCtaK) * D_PAD;
+__device__ __forceinline__ void load_q_tile_wg(const AttnParams& p, uint32_t dst, int64_t bh,
+                                               int q_block) {
+  constexpr int kIters = kRows * D_PAD / 16 / kThreads;
+  const int8_t* src = p.q8 + (bh * p.nq_pad + static_cast<int64_t>(q_block) * kRows) * D_PAD;
 #pragma unroll
   for (int it = 0; it < kIters; ++it) {
     const int c = threadIdx.x + it * kThreads;  // chunk c is byte 16 c of the tile
@@ -42,31 +68,163 @@ __device__ __forceinline__ void load_k_tile_wg(const AttnParams& p, uint32_t dst
   }
 }
 
+// k8 and v8 are padded to a multiple of 64 keys, not 128: the second half of the last tile
+// may lie past the padding, and is zero-filled instead of read.
+template <int D_PAD>
+__device__ __forceinline__ void load_k_tile_wg(const AttnParams& p, uint32_t dst, int64_t bhk,
+                                               int tile) {
+  constexpr int kIters = kTileK * D_PAD / 16 / kThreads;
+  const int8_t* src = p.k8 + (bhk * p.nk_pad + static_cast<int64_t>(tile) * kTileK) * D_PAD;
+  const int rows = p.nk_pad - tile * kTileK;  // rows of this tile inside the padding
+#pragma unroll
+  for (int it = 0; it < kIters; ++it) {
+    const int c = threadIdx.x + it * kThreads;
+    const uint32_t d = dst + wgmma::swizzled_offset<D_PAD>(16 * c);
+    const bool inside = 16 * c / D_PAD < rows;  // a zero-filled chunk reads nothing (any address)
+    if (rows >= kTileK) ptx::cp_async_16_full(d, src + 16 * c);
+    else ptx::cp_async_16_zfill(d, inside ? src + 16 * c : src, inside ? 16 : 0);
+  }
+}
+
 template <int D_PAD>
 __device__ __forceinline__ void load_v_tile_wg(const AttnParams& p, uint32_t dst, int64_t bhk,
                                                int tile) {
-  constexpr int kIters = D_PAD * 4 / kThreads;  // 4 chunks of 16 keys per channel row
+  constexpr int kCpr = kTileK / 16;  // chunks of 16 keys per channel row
+  constexpr int kIters = D_PAD * kCpr / kThreads;
   const uint8_t* src = static_cast<const uint8_t*>(p.v) + bhk * D_PAD * static_cast<int64_t>(p.nk_pad) +
-                       static_cast<int64_t>(tile) * kCtaK;
+                       static_cast<int64_t>(tile) * kTileK;
+  const int keys = p.nk_pad - tile * kTileK;
 #pragma unroll
   for (int it = 0; it < kIters; ++it) {
-    const int c = threadIdx.x + it * kThreads, row = c / 4, chunk = c % 4;
-    ptx::cp_async_16_full(dst + wgmma::swizzled_offset<64>(64 * row + 16 * chunk),
-                          src + static_cast<int64_t>(row) * p.nk_pad + 16 * chunk);
+    const int c = threadIdx.x + it * kThreads, row = c / kCpr, chunk = c % kCpr;
+    const uint32_t d = dst + wgmma::swizzled_offset<128>(128 * row + 16 * chunk);
+    const uint8_t* s = src + static_cast<int64_t>(row) * p.nk_pad + 16 * chunk;
+    const bool inside = 16 * chunk < keys;
+    if (keys >= kTileK) ptx::cp_async_16_full(d, s);
+    else ptx::cp_async_16_zfill(d, inside ? s : src, inside ? 16 : 0);
+  }
+}
+
+// Pairwise sum of n values (a tree: short dependency chains, fully unrolled at any n).
+template <int N>
+__device__ __forceinline__ float tree_sum(const float* x) {
+  if constexpr (N == 1) return x[0];
+  else return tree_sum<N / 2>(x) + tree_sum<N / 2>(x + N / 2);
+}
+
+constexpr int kNS = kTileK / 2;  // score registers per thread (16 n8 tiles x 4)
+constexpr int kKS = kTileK / 32;  // k32 steps of P·V
+
+// One tile's online-softmax step on its integer scores acc (row r = (i % 4) >> 1 of the
+// thread, key 8 (i / 4) + 2t + (i & 1) of the tile, key group i / (kNS / kGroups)): updates
+// the row max m and sum l, gives the output's rescale factors alpha and P * 448 as the e4m3 A
+// fragments of the kKS k32 steps of P·V (as attention.cuh packs them; quant_v_fp8.cu stores
+// V's keys in the matching order, per 16 keys). kBounds: hide keys past Nk and, causally,
+// after the row.
+template <bool kBounds, bool CAUSAL>
+__device__ __forceinline__ void softmax_tile(int (&acc)[kNS], float (&sc)[kGroups], const AttnParams& p,
+                                             int key0, int row0, int t, float (&m)[2], float (&l)[2],
+                                             float (&alpha)[2], uint32_t (&pa)[kKS][4]) {
+#pragma unroll
+  for (int gi = 0; gi < kGroups; ++gi) {
+    if (sc[gi] < 0.f) {  // a negative sm_scale: the max is taken on the negated integers
+      sc[gi] = -sc[gi];
+#pragma unroll
+      for (int i = 0; i < kNS / kGroups; ++i) acc[gi * kNS / kGroups + i] = -acc[gi * kNS / kGroups + i];
+    }
+  }
+  if constexpr (kBounds) {
+#pragma unroll
+    for (int i = 0; i < kNS; ++i) {
+      const int key = key0 + 8 * (i / 4) + 2 * t + (i & 1);
+      const int row = row0 + 8 * ((i % 4) >> 1);
+      if (key >= p.Nk || (CAUSAL && key > row)) acc[i] = INT_MIN;
+    }
+  }
+  float m_use[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float row_max = -INFINITY;
+#pragma unroll
+    for (int gi = 0; gi < kGroups; ++gi) {
+      int mx[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const int base = gi * kNS / kGroups + 4 * j + 2 * r;
+        mx[j] = max(acc[base], acc[base + 1]);
+      }
+#pragma unroll
+      for (int w = 4; w > 0; w /= 2)
+#pragma unroll
+        for (int j = 0; j < w; ++j) mx[j] = max(mx[j], mx[j + w]);
+      row_max = fmaxf(row_max, mx[0] == INT_MIN ? -INFINITY : static_cast<float>(mx[0]) * sc[gi]);
+    }
+    row_max = fmaxf(row_max, __shfl_xor_sync(0xffffffffu, row_max, 1));
+    row_max = fmaxf(row_max, __shfl_xor_sync(0xffffffffu, row_max, 2));
+    const float m_new = fmaxf(m[r], row_max);
+    m_use[r] = m_new == -INFINITY ? 0.f : m_new;
+    alpha[r] = ptx::fast_exp2(m[r] - m_use[r]);
+    m[r] = m_new;
+  }
+  // exp2(acc * sc - m) with acc read as a float through the 1.5 * 2^23 bias (one FMA).
+  float offset[kGroups][2];
+#pragma unroll
+  for (int gi = 0; gi < kGroups; ++gi)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) offset[gi][r] = -12582912.f * sc[gi] - m_use[r];
+  float s[kNS];
+#pragma unroll
+  for (int i = 0; i < kNS; ++i) {
+    const int gi = i / (kNS / kGroups), r = (i % 4) >> 1;
+    const float x = fmaf(__uint_as_float(static_cast<unsigned>(acc[i]) + 0x4B400000u), sc[gi],
+                         offset[gi][r]);
+    s[i] = ptx::fast_exp2(kBounds && acc[i] == INT_MIN ? -INFINITY : x);
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float sum[16];
+#pragma unroll
+    for (int j = 0; j < 16; ++j) sum[j] = s[4 * j + 2 * r] + s[4 * j + 2 * r + 1];
+    l[r] = l[r] * alpha[r] + tree_sum<16>(sum);  // the thread's columns; the row's 4 threads add up last
+  }
+#pragma unroll
+  for (int ks = 0; ks < kKS; ++ks)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int j = 4 * ks + 2 * (i / 2), e = 2 * (i % 2);
+      pa[ks][i] = ptx::pack4_e4m3(s[4 * j + e] * kFp8PScale, s[4 * j + e + 1] * kFp8PScale,
+                                  s[4 * (j + 1) + e] * kFp8PScale, s[4 * (j + 1) + e + 1] * kFp8PScale);
+    }
+}
+
+// P·V of one tile (kKS k32 steps) into d: fresh (kFresh: the first step overwrites) or added.
+template <int D_PAD, bool kFresh>
+__device__ __forceinline__ void pv_tile(float (&d)[D_PAD / 2], const uint32_t (&pa)[kKS][4], uint32_t vs) {
+#pragma unroll
+  for (int ks = 0; ks < kKS; ++ks) {
+    const uint64_t desc = wgmma::tile_desc<128>(vs + 32 * ks);
+    if constexpr (D_PAD == 128) wgmma::mma_e4m3_n128(d, pa[ks], desc, kFresh ? ks > 0 : 1);
+    else wgmma::mma_e4m3_n64(d, pa[ks], desc, kFresh ? ks > 0 : 1);
   }
 }
 
 // TWO_LEVEL: each key tile's P·V goes into a fresh fp32 accumulator that is then added to the
 // output ("fp32+fp32": the tensor cores' FP8 accumulation keeps fewer bits than fp32, so the
 // long sum over key tiles is done outside them); otherwise straight into the output ("fp32").
-template <int D_PAD, bool CAUSAL, bool TWO_LEVEL>
-__global__ void __launch_bounds__(kThreads, 2) attention_wgmma_kernel(const AttnParams p) {
+//
+// PIPELINED: the tensor cores work through the softmax. Iteration t issues Q·Kᵀ of tile t + 1
+// and then P·V of tile t, waits for the first only and runs tile t + 1's softmax while P·V
+// is in flight; then waits for P·V and folds it into the output. P of tile t stays in its
+// registers until its P·V is done, so P is double-buffered. Otherwise each wgmma is waited
+// for at once (the tensor cores idle through the softmax, other blocks on the SM fill in).
+template <int D_PAD, bool CAUSAL, bool TWO_LEVEL, bool PIPELINED>
+__global__ void __launch_bounds__(kThreads, SAGE_WGMMA_BLOCKS(D_PAD)) attention_wgmma_kernel(const AttnParams p) {
   using L = WgSmem<D_PAD>;
   constexpr int KC = D_PAD / 32;  // k32 steps of Q·Kᵀ
   constexpr int NO = D_PAD / 2;   // output registers per thread (D_PAD / 8 n8 tiles x 4)
   extern __shared__ __align__(16) uint8_t smem_raw[];
   const uint32_t smem = (ptx::smem_addr(smem_raw) + 1023) & ~1023u;
-  const uint32_t k_smem = smem, v_smem = smem + 2 * L::k_tile;
+  const uint32_t q_smem = smem, k_smem = smem + L::q_tile, v_smem = k_smem + 2 * L::k_tile;
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int g = lane / 4, t = lane % 4;
@@ -75,161 +233,177 @@ __global__ void __launch_bounds__(kThreads, 2) attention_wgmma_kernel(const Attn
   const int64_t bh = b * p.Hq + h, bhk = b * p.Hkv + hk;
   const int q0 = q_block * kRows + 16 * warp;  // this warp's first row
 
-  int n_tiles = (p.Nk + kCtaK - 1) / kCtaK;
-  if (CAUSAL) n_tiles = min(n_tiles, (min((q_block + 1) * kRows, p.Nq) - 1) / kCtaK + 1);
+  int n_tiles = (p.Nk + kTileK - 1) / kTileK;
+  if (CAUSAL) n_tiles = min(n_tiles, (min((q_block + 1) * kRows, p.Nq) - 1) / kTileK + 1);
+  // Tiles no row of the block masks: all keys below Nk and, causally, at or before its first row.
+  int n_plain = min(p.Nk / kTileK, n_tiles);
+  if (CAUSAL) n_plain = min(n_plain, (q_block * kRows + 1) / kTileK);
+  load_q_tile_wg<D_PAD>(p, q_smem, bh, q_block);
   load_k_tile_wg<D_PAD>(p, k_smem, bhk, 0);
   ptx::cp_async_commit();
   load_v_tile_wg<D_PAD>(p, v_smem, bhk, 0);
   ptx::cp_async_commit();
 
-  // Q's INT8 A fragments (rows q0 + g and q0 + g + 8, inside q8's padding) and their scale
-  // (both rows are in one 32-row group and have the same r % 8).
-  uint32_t qf[KC][4];
-  {
-    const int8_t* q = p.q8 + (bh * p.nq_pad + q0 + g) * D_PAD + 4 * t;
-#pragma unroll
-    for (int kc = 0; kc < KC; ++kc) {
-      qf[kc][0] = *reinterpret_cast<const uint32_t*>(q + 32 * kc);
-      qf[kc][1] = *reinterpret_cast<const uint32_t*>(q + 8 * D_PAD + 32 * kc);
-      qf[kc][2] = *reinterpret_cast<const uint32_t*>(q + 32 * kc + 16);
-      qf[kc][3] = *reinterpret_cast<const uint32_t*>(q + 8 * D_PAD + 32 * kc + 16);
-    }
-  }
+  // Q's scale (rows q0 + g and q0 + g + 8 are in one 32-row group and have the same r % 8).
   const float q_scale = p.per_thread ? p.q_scale[bh * (p.nq_pad / 32 * 8) + (q0 / 32) * 8 + g]
                                      : p.q_scale[bh * (p.nq_pad / 32) + q0 / 32];
   const int k_scale_step = p.per_thread ? 4 : 1;
-  const float* k_scale = p.k_scale + bhk * (p.nk_pad / kCtaK) * k_scale_step + (p.per_thread ? t : 0);
-  float k_scale_cur = k_scale[0];
-
+  const int k_groups = p.nk_pad / kCtaK;
+  const float* k_scale = p.k_scale + bhk * k_groups * k_scale_step + (p.per_thread ? t : 0);
   float o[NO];
 #pragma unroll
   for (int i = 0; i < NO; ++i) o[i] = 0.f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-
-  auto step = [&](const int tile, auto bounds_c) {
-    constexpr bool kBounds = decltype(bounds_c)::value;
-    const int stage = tile & 1;
-    const bool has_next = tile + 1 < n_tiles;
-    ptx::cp_async_wait<1>();  // this tile's K has landed
-    wgmma::fence_async_shared();
-    __syncthreads();
-    if (has_next) load_k_tile_wg<D_PAD>(p, k_smem + (stage ^ 1) * L::k_tile, bhk, tile + 1);
-    ptx::cp_async_commit();
-
-    int acc[32];
-    wgmma::fence();
+  // The score scales of a tile's two key groups; a group past the padding holds only hidden keys.
+  auto tile_scales = [&](int tile, float (&sc)[kGroups]) {
+#pragma unroll
+    for (int gi = 0; gi < kGroups; ++gi) {
+      const int group = kGroups * tile + gi;
+      sc[gi] = q_scale * (group < k_groups ? k_scale[group * k_scale_step] : 0.f);
+    }
+  };
+  auto qk_tile = [&](int (&acc)[kNS], int stage) {
 #pragma unroll
     for (int kc = 0; kc < KC; ++kc)
-      wgmma::mma_s8_n64(acc, qf[kc], wgmma::tile_desc<D_PAD>(k_smem + stage * L::k_tile + 32 * kc),
-                        kc > 0);
-    wgmma::commit();
-    wgmma::wait<0>();
+      wgmma::mma_s8_n128_ss(acc, wgmma::tile_desc<D_PAD>(q_smem + 32 * kc),
+                            wgmma::tile_desc<D_PAD>(k_smem + stage * L::k_tile + 32 * kc), kc > 0);
+  };
+  auto softmax = [&](int tile, int (&acc)[kNS], float (&sc)[kGroups], float (&alpha)[2],
+                     uint32_t (&pa)[kKS][4]) {
+    if (tile < n_plain) softmax_tile<false, CAUSAL>(acc, sc, p, tile * kTileK, q0 + g, t, m, l, alpha, pa);
+    else softmax_tile<true, CAUSAL>(acc, sc, p, tile * kTileK, q0 + g, t, m, l, alpha, pa);
+  };
 
-    float sc = q_scale * k_scale_cur;
-    if (has_next) k_scale_cur = k_scale[(tile + 1) * k_scale_step];
-    if (sc < 0.f) {  // a negative sm_scale: the max is taken on the negated integers
-      sc = -sc;
+  [[maybe_unused]] float ob[TWO_LEVEL ? NO : 1];
+  auto fold = [&](const float (&alpha)[2]) {  // TWO_LEVEL: rescale and sum in one FMA
 #pragma unroll
-      for (int i = 0; i < 32; ++i) acc[i] = -acc[i];
-    }
-    const int key0 = tile * kCtaK;
-    if constexpr (kBounds) {
-#pragma unroll
-      for (int i = 0; i < 32; ++i) {
-        const int key = key0 + 8 * (i / 4) + 2 * t + (i & 1);
-        const int row = q0 + g + 8 * ((i % 4) >> 1);
-        if (key >= p.Nk || (CAUSAL && key > row)) acc[i] = INT_MIN;
-      }
-    }
-    float m_use[2], alpha[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      int mx[8];
-#pragma unroll
-      for (int j = 0; j < 8; ++j) mx[j] = max(acc[4 * j + 2 * r], acc[4 * j + 2 * r + 1]);
-#pragma unroll
-      for (int w = 4; w > 0; w /= 2)
-#pragma unroll
-        for (int j = 0; j < w; ++j) mx[j] = max(mx[j], mx[j + w]);
-      float row_max = mx[0] == INT_MIN ? -INFINITY : static_cast<float>(mx[0]) * sc;
-      row_max = fmaxf(row_max, __shfl_xor_sync(0xffffffffu, row_max, 1));
-      row_max = fmaxf(row_max, __shfl_xor_sync(0xffffffffu, row_max, 2));
-      const float m_new = fmaxf(m[r], row_max);
-      m_use[r] = m_new == -INFINITY ? 0.f : m_new;
-      alpha[r] = ptx::fast_exp2(m[r] - m_use[r]);
-      m[r] = m_new;
-    }
-    // exp2(acc * sc - m) with acc read as a float through the 1.5 * 2^23 bias (one FMA).
-    const float offset[2] = {-12582912.f * sc - m_use[0], -12582912.f * sc - m_use[1]};
-    float s[32];
-#pragma unroll
-    for (int i = 0; i < 32; ++i) {
-      const float x = fmaf(__uint_as_float(static_cast<unsigned>(acc[i]) + 0x4B400000u), sc,
-                           offset[(i % 4) >> 1]);
-      s[i] = ptx::fast_exp2(kBounds && acc[i] == INT_MIN ? -INFINITY : x);
-    }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float sum[8];
-#pragma unroll
-      for (int j = 0; j < 8; ++j) sum[j] = s[4 * j + 2 * r] + s[4 * j + 2 * r + 1];
-#pragma unroll
-      for (int w = 4; w > 0; w /= 2)
-#pragma unroll
-        for (int j = 0; j < w; ++j) sum[j] += sum[j + w];
-      l[r] = l[r] * alpha[r] + sum[0];  // the thread's columns; the row's 4 threads add up last
-    }
-    // e4m3 A fragments of the two k32 steps, as attention.cuh packs them (quant_v_fp8.cu
-    // stores V's keys in the matching order).
-    uint32_t pa[2][4];
-#pragma unroll
-    for (int ks = 0; ks < 2; ++ks)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int j = 4 * ks + 2 * (i / 2), e = 2 * (i % 2);
-        pa[ks][i] = ptx::pack4_e4m3(s[4 * j + e] * kFp8PScale, s[4 * j + e + 1] * kFp8PScale,
-                                    s[4 * (j + 1) + e] * kFp8PScale, s[4 * (j + 1) + e + 1] * kFp8PScale);
-      }
+    for (int i = 0; i < NO; ++i) o[i] = fmaf(o[i], alpha[(i % 4) >> 1], ob[i]);
+  };
+  auto rescale = [&](const float (&alpha)[2]) {  // one accumulator: before P·V adds to it
     if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
       for (int i = 0; i < NO; ++i) o[i] *= alpha[(i % 4) >> 1];
     }
-
-    if (has_next) ptx::cp_async_wait<1>();  // this tile's V has landed
-    else ptx::cp_async_wait<0>();
-    wgmma::fence_async_shared();
-    __syncthreads();
-    if (has_next) load_v_tile_wg<D_PAD>(p, v_smem + (stage ^ 1) * L::v_tile, bhk, tile + 1);
-    ptx::cp_async_commit();
-
-    const uint32_t vs = v_smem + stage * L::v_tile;
-    [[maybe_unused]] float ob[TWO_LEVEL ? NO : 1];
-    wgmma::fence();
-#pragma unroll
-    for (int ks = 0; ks < 2; ++ks) {
-      const uint64_t desc = wgmma::tile_desc<64>(vs + 32 * ks);
-      if constexpr (TWO_LEVEL) {
-        if constexpr (D_PAD == 128) wgmma::mma_e4m3_n128(ob, pa[ks], desc, ks > 0);
-        else wgmma::mma_e4m3_n64(ob, pa[ks], desc, ks > 0);
-      } else {
-        if constexpr (D_PAD == 128) wgmma::mma_e4m3_n128(o, pa[ks], desc, 1);
-        else wgmma::mma_e4m3_n64(o, pa[ks], desc, 1);
-      }
-    }
-    wgmma::commit();
-    wgmma::wait<0>();
-    if constexpr (TWO_LEVEL) {
-#pragma unroll
-      for (int i = 0; i < NO; ++i) o[i] += ob[i];
-    }
   };
 
-  // Tiles no row of the block masks: all keys below Nk and, causally, at or before its first row.
-  int n_plain = min(p.Nk / kCtaK, n_tiles);
-  if (CAUSAL) n_plain = min(n_plain, (q_block * kRows + 1) / kCtaK);
-  int tile = 0;
-  for (; tile < n_plain; ++tile) step(tile, std::false_type{});
-  for (; tile < n_tiles; ++tile) step(tile, std::true_type{});
+  if constexpr (!PIPELINED) {
+    for (int tile = 0; tile < n_tiles; ++tile) {
+      const int stage = tile & 1;
+      const bool has_next = tile + 1 < n_tiles;
+      ptx::cp_async_wait<1>();  // this tile's K (and, at tile 0, Q) has landed
+      wgmma::fence_async_shared();
+      __syncthreads();
+      if (has_next) load_k_tile_wg<D_PAD>(p, k_smem + (stage ^ 1) * L::k_tile, bhk, tile + 1);
+      ptx::cp_async_commit();
+
+      int acc[kNS];
+      wgmma::fence();
+      qk_tile(acc, stage);
+      wgmma::commit();
+      float sc[kGroups];
+      tile_scales(tile, sc);
+      wgmma::wait<0>();
+      float alpha[2];
+      uint32_t pa[kKS][4];
+      softmax(tile, acc, sc, alpha, pa);
+      if constexpr (!TWO_LEVEL) rescale(alpha);
+
+      if (has_next) ptx::cp_async_wait<1>();  // this tile's V has landed
+      else ptx::cp_async_wait<0>();
+      wgmma::fence_async_shared();
+      __syncthreads();
+      if (has_next) load_v_tile_wg<D_PAD>(p, v_smem + (stage ^ 1) * L::v_tile, bhk, tile + 1);
+      ptx::cp_async_commit();
+
+      wgmma::fence();
+      if constexpr (TWO_LEVEL) pv_tile<D_PAD, true>(ob, pa, v_smem + stage * L::v_tile);
+      else pv_tile<D_PAD, false>(o, pa, v_smem + stage * L::v_tile);
+      wgmma::commit();
+      wgmma::wait<0>();
+      if constexpr (TWO_LEVEL) fold(alpha);
+    }
+  } else {
+    // Prologue: tile 0's scores and softmax.
+    uint32_t pa[2][kKS][4];
+    float alpha[2][2];
+    {
+      ptx::cp_async_wait<1>();  // Q and K of tile 0
+      wgmma::fence_async_shared();
+      __syncthreads();
+      if (n_tiles > 1) load_k_tile_wg<D_PAD>(p, k_smem + L::k_tile, bhk, 1);
+      ptx::cp_async_commit();
+      int acc[kNS];
+      wgmma::fence();
+      qk_tile(acc, 0);
+      wgmma::commit();
+      float sc[kGroups];
+      tile_scales(0, sc);
+      wgmma::wait<0>();
+      softmax(0, acc, sc, alpha[0], pa[0]);
+    }
+    // Iteration t: K of tile t + 1 and V of tile t were issued one iteration ago. The loop is
+    // unrolled by two, so that the buffer index (cur) is a constant and P's two register sets
+    // stay registers; the last tile's P·V is peeled off, so that no wgmma of the loop sits
+    // behind a branch.
+    auto iteration = [&](const int tile, auto cur_c) {
+      constexpr int cur = decltype(cur_c)::value;
+      ptx::cp_async_wait<0>();
+      wgmma::fence_async_shared();
+      __syncthreads();  // also: every warp is done with the buffers refilled next
+      if (tile + 2 < n_tiles) load_k_tile_wg<D_PAD>(p, k_smem + cur * L::k_tile, bhk, tile + 2);
+      load_v_tile_wg<D_PAD>(p, v_smem + (cur ^ 1) * L::v_tile, bhk, tile + 1);
+      ptx::cp_async_commit();
+
+      int acc[kNS];
+      if constexpr (!TWO_LEVEL) rescale(alpha[cur]);
+      wgmma::fence();
+      qk_tile(acc, cur ^ 1);
+      wgmma::commit();
+      if constexpr (TWO_LEVEL) pv_tile<D_PAD, true>(ob, pa[cur], v_smem + cur * L::v_tile);
+      else pv_tile<D_PAD, false>(o, pa[cur], v_smem + cur * L::v_tile);
+      wgmma::commit();
+      float sc[kGroups];
+      tile_scales(tile + 1, sc);
+      wgmma::wait<1>();  // the scores; P·V may still run
+      wgmma::fence_operand(acc);
+      softmax(tile + 1, acc, sc, alpha[cur ^ 1], pa[cur ^ 1]);
+      wgmma::wait<0>();
+      if constexpr (TWO_LEVEL) {
+        wgmma::fence_operand(ob);
+        fold(alpha[cur]);
+      } else {
+        wgmma::fence_operand(o);
+      }
+    };
+    auto last = [&](auto cur_c) {
+      constexpr int cur = decltype(cur_c)::value;
+      ptx::cp_async_wait<0>();
+      wgmma::fence_async_shared();
+      __syncthreads();
+      if constexpr (!TWO_LEVEL) rescale(alpha[cur]);
+      wgmma::fence();
+      if constexpr (TWO_LEVEL) pv_tile<D_PAD, true>(ob, pa[cur], v_smem + cur * L::v_tile);
+      else pv_tile<D_PAD, false>(o, pa[cur], v_smem + cur * L::v_tile);
+      wgmma::commit();
+      wgmma::wait<0>();
+      if constexpr (TWO_LEVEL) {
+        wgmma::fence_operand(ob);
+        fold(alpha[cur]);
+      } else {
+        wgmma::fence_operand(o);
+      }
+    };
+    using Zero = std::integral_constant<int, 0>;
+    using One = std::integral_constant<int, 1>;
+    int tile = 0;
+    while (tile + 1 < n_tiles) {
+      iteration(tile++, Zero{});
+      if (tile + 1 >= n_tiles) break;
+      iteration(tile++, One{});
+    }
+    if (tile & 1) last(One{});
+    else last(Zero{});
+  }
 
   // Normalize and store (rows past Nq and channels past D are padding).
 #pragma unroll
@@ -263,7 +437,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_wgmma_kernel(const Attn
 
 template <int D_PAD, bool CAUSAL, bool TWO_LEVEL>
 void launch(const AttnParams& p, int B, cudaStream_t stream) {
-  auto kernel = attention_wgmma_kernel<D_PAD, CAUSAL, TWO_LEVEL>;
+  auto kernel = attention_wgmma_kernel<D_PAD, CAUSAL, TWO_LEVEL, SAGE_WGMMA_PIPELINE != 0>;
   constexpr int smem = WgSmem<D_PAD>::bytes;
   if (smem > 48 * 1024) {
     SAGE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
