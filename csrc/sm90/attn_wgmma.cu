@@ -286,6 +286,22 @@ __global__ void __launch_bounds__(kThreads, SAGE_WGMMA_BLOCKS(D_PAD)) attention_
     }
   };
 
+  // P·V of one tile: into ob (TWO_LEVEL, folded in after) or straight into the output.
+  auto issue_pv = [&](const uint32_t (&pa_t)[kKS][4], uint32_t vs) {
+    if constexpr (TWO_LEVEL) pv_tile<D_PAD, true>(ob, pa_t, vs);
+    else pv_tile<D_PAD, false>(o, pa_t, vs);
+  };
+  // The pipelined loop: wait for P·V (its registers pinned until then) and fold it in.
+  auto finish_pv = [&](const float (&alpha_t)[2]) {
+    wgmma::wait<0>();
+    if constexpr (TWO_LEVEL) {
+      wgmma::fence_operand(ob);
+      fold(alpha_t);
+    } else {
+      wgmma::fence_operand(o);
+    }
+  };
+
   if constexpr (!PIPELINED) {
     for (int tile = 0; tile < n_tiles; ++tile) {
       const int stage = tile & 1;
@@ -316,8 +332,7 @@ __global__ void __launch_bounds__(kThreads, SAGE_WGMMA_BLOCKS(D_PAD)) attention_
       ptx::cp_async_commit();
 
       wgmma::fence();
-      if constexpr (TWO_LEVEL) pv_tile<D_PAD, true>(ob, pa, v_smem + stage * L::v_tile);
-      else pv_tile<D_PAD, false>(o, pa, v_smem + stage * L::v_tile);
+      issue_pv(pa, v_smem + stage * L::v_tile);
       wgmma::commit();
       wgmma::wait<0>();
       if constexpr (TWO_LEVEL) fold(alpha);
@@ -359,21 +374,14 @@ __global__ void __launch_bounds__(kThreads, SAGE_WGMMA_BLOCKS(D_PAD)) attention_
       wgmma::fence();
       qk_tile(acc, cur ^ 1);
       wgmma::commit();
-      if constexpr (TWO_LEVEL) pv_tile<D_PAD, true>(ob, pa[cur], v_smem + cur * L::v_tile);
-      else pv_tile<D_PAD, false>(o, pa[cur], v_smem + cur * L::v_tile);
+      issue_pv(pa[cur], v_smem + cur * L::v_tile);
       wgmma::commit();
       float sc[kGroups];
       tile_scales(tile + 1, sc);
       wgmma::wait<1>();  // the scores; P·V may still run
       wgmma::fence_operand(acc);
       softmax(tile + 1, acc, sc, alpha[cur ^ 1], pa[cur ^ 1]);
-      wgmma::wait<0>();
-      if constexpr (TWO_LEVEL) {
-        wgmma::fence_operand(ob);
-        fold(alpha[cur]);
-      } else {
-        wgmma::fence_operand(o);
-      }
+      finish_pv(alpha[cur]);
     };
     auto last = [&](auto cur_c) {
       constexpr int cur = decltype(cur_c)::value;
@@ -382,16 +390,9 @@ __global__ void __launch_bounds__(kThreads, SAGE_WGMMA_BLOCKS(D_PAD)) attention_
       __syncthreads();
       if constexpr (!TWO_LEVEL) rescale(alpha[cur]);
       wgmma::fence();
-      if constexpr (TWO_LEVEL) pv_tile<D_PAD, true>(ob, pa[cur], v_smem + cur * L::v_tile);
-      else pv_tile<D_PAD, false>(o, pa[cur], v_smem + cur * L::v_tile);
+      issue_pv(pa[cur], v_smem + cur * L::v_tile);
       wgmma::commit();
-      wgmma::wait<0>();
-      if constexpr (TWO_LEVEL) {
-        wgmma::fence_operand(ob);
-        fold(alpha[cur]);
-      } else {
-        wgmma::fence_operand(o);
-      }
+      finish_pv(alpha[cur]);
     };
     using Zero = std::integral_constant<int, 0>;
     using One = std::integral_constant<int, 1>;
