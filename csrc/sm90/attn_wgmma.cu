@@ -10,15 +10,17 @@
 // 32 keys (P packed into e4m3 registers, V's transposed tile from shared memory). A tile of
 // 128 keys holds two of k_scale's 64-key groups, so each half of the scores has its own
 // scale. The accumulators of wgmma have the mma.sync layout per warp, so the softmax is
-// attention.cuh's with one m16 tile per warp. Q, K and V tiles are copied with cp.async (K
-// and V in two stages) into the swizzled layout the descriptors name (csrc/sm90/wgmma.cuh).
+// attention.cuh's with one m16 tile per warp. Q, K and V tiles are copied by TMA (K and V
+// in two stages, csrc/sm90/tma.cuh) into the swizzled layout the descriptors name
+// (csrc/sm90/wgmma.cuh).
 //
-// Why 128-key tiles (docs/perf-notes.md): every tile pays two block barriers, two waits for
+// Why 128-key tiles (docs/perf-notes.md): every tile pays two barrier waits, two waits for
 // the whole wgmma latency, the row max and sum shuffles and the rescale of the output; twice
 // the keys per tile halves all of that per key, and n128 is the wgmma shape that keeps the
 // tensor cores busiest.
 #include "attention.cuh"
 #include "kernels.h"
+#include "sm90/tma.cuh"
 #include "sm90/wgmma.cuh"
 
 // Blocks per SM the registers are budgeted for (__launch_bounds__): 2 leaves ptxas up to 255
@@ -55,55 +57,6 @@ struct WgSmem {
   static constexpr int bytes = q_tile + 2 * (k_tile + v_tile) + 1024;  // + the 1024-byte alignment
   static_assert(q_tile % 1024 == 0 && k_tile % 1024 == 0, "swizzled tiles start 1024-aligned");
 };
-
-template <int D_PAD>
-__device__ __forceinline__ void load_q_tile_wg(const AttnParams& p, uint32_t dst, int64_t bh,
-                                               int q_block) {
-  constexpr int kIters = kRows * D_PAD / 16 / kThreads;
-  const int8_t* src = p.q8 + (bh * p.nq_pad + static_cast<int64_t>(q_block) * kRows) * D_PAD;
-#pragma unroll
-  for (int it = 0; it < kIters; ++it) {
-    const int c = threadIdx.x + it * kThreads;  // chunk c is byte 16 c of the tile
-    ptx::cp_async_16_full(dst + wgmma::swizzled_offset<D_PAD>(16 * c), src + 16 * c);
-  }
-}
-
-// k8 and v8 are padded to a multiple of 64 keys, not 128: the second half of the last tile
-// may lie past the padding, and is zero-filled instead of read.
-template <int D_PAD>
-__device__ __forceinline__ void load_k_tile_wg(const AttnParams& p, uint32_t dst, int64_t bhk,
-                                               int tile) {
-  constexpr int kIters = kTileK * D_PAD / 16 / kThreads;
-  const int8_t* src = p.k8 + (bhk * p.nk_pad + static_cast<int64_t>(tile) * kTileK) * D_PAD;
-  const int rows = p.nk_pad - tile * kTileK;  // rows of this tile inside the padding
-#pragma unroll
-  for (int it = 0; it < kIters; ++it) {
-    const int c = threadIdx.x + it * kThreads;
-    const uint32_t d = dst + wgmma::swizzled_offset<D_PAD>(16 * c);
-    const bool inside = 16 * c / D_PAD < rows;  // a zero-filled chunk reads nothing (any address)
-    if (rows >= kTileK) ptx::cp_async_16_full(d, src + 16 * c);
-    else ptx::cp_async_16_zfill(d, inside ? src + 16 * c : src, inside ? 16 : 0);
-  }
-}
-
-template <int D_PAD>
-__device__ __forceinline__ void load_v_tile_wg(const AttnParams& p, uint32_t dst, int64_t bhk,
-                                               int tile) {
-  constexpr int kCpr = kTileK / 16;  // chunks of 16 keys per channel row
-  constexpr int kIters = D_PAD * kCpr / kThreads;
-  const uint8_t* src = static_cast<const uint8_t*>(p.v) + bhk * D_PAD * static_cast<int64_t>(p.nk_pad) +
-                       static_cast<int64_t>(tile) * kTileK;
-  const int keys = p.nk_pad - tile * kTileK;
-#pragma unroll
-  for (int it = 0; it < kIters; ++it) {
-    const int c = threadIdx.x + it * kThreads, row = c / kCpr, chunk = c % kCpr;
-    const uint32_t d = dst + wgmma::swizzled_offset<128>(128 * row + 16 * chunk);
-    const uint8_t* s = src + static_cast<int64_t>(row) * p.nk_pad + 16 * chunk;
-    const bool inside = 16 * chunk < keys;
-    if (keys >= kTileK) ptx::cp_async_16_full(d, s);
-    else ptx::cp_async_16_zfill(d, inside ? s : src, inside ? 16 : 0);
-  }
-}
 
 // Pairwise sum of n values (a tree: short dependency chains, fully unrolled at any n).
 template <int N>
@@ -212,19 +165,32 @@ __device__ __forceinline__ void pv_tile(float (&d)[D_PAD / 2], const uint32_t (&
 // output ("fp32+fp32": the tensor cores' FP8 accumulation keeps fewer bits than fp32, so the
 // long sum over key tiles is done outside them); otherwise straight into the output ("fp32").
 //
+// Loads: thread 0 issues every tile as one TMA copy (csrc/sm90/tma.cuh) into a ring of two
+// stages per operand, each with its own mbarrier; a stage is refilled with the tile two ahead
+// as soon as the wgmma that read it has completed. A wgmma is one operation of the whole
+// warpgroup: when thread 0's wait for it returns, all four warps' parts have read their
+// operands, so no block barrier guards the refill.
+//
 // PIPELINED: the tensor cores work through the softmax. Iteration t issues Q·Kᵀ of tile t + 1
 // and then P·V of tile t, waits for the first only and runs tile t + 1's softmax while P·V
 // is in flight; then waits for P·V and folds it into the output. P of tile t stays in its
 // registers until its P·V is done, so P is double-buffered. Otherwise each wgmma is waited
 // for at once (the tensor cores idle through the softmax, other blocks on the SM fill in).
 template <int D_PAD, bool CAUSAL, bool TWO_LEVEL, bool PIPELINED>
-__global__ void __launch_bounds__(kThreads, SAGE_WGMMA_BLOCKS(D_PAD)) attention_wgmma_kernel(const AttnParams p) {
+__global__ void __launch_bounds__(kThreads, SAGE_WGMMA_BLOCKS(D_PAD))
+    attention_wgmma_kernel(const AttnParams p, const __grid_constant__ CUtensorMap q_map,
+                           const __grid_constant__ CUtensorMap k_map,
+                           const __grid_constant__ CUtensorMap v_map) {
   using L = WgSmem<D_PAD>;
   constexpr int KC = D_PAD / 32;  // k32 steps of Q·Kᵀ
   constexpr int NO = D_PAD / 2;   // output registers per thread (D_PAD / 8 n8 tiles x 4)
   extern __shared__ __align__(16) uint8_t smem_raw[];
+  __shared__ __align__(8) uint64_t bars[5];  // Q, K stage 0/1, V stage 0/1
   const uint32_t smem = (ptx::smem_addr(smem_raw) + 1023) & ~1023u;
   const uint32_t q_smem = smem, k_smem = smem + L::q_tile, v_smem = k_smem + 2 * L::k_tile;
+  const uint32_t q_bar = ptx::smem_addr(&bars[0]);
+  auto k_bar = [&](int stage) { return q_bar + 8 * (1 + stage); };
+  auto v_bar = [&](int stage) { return q_bar + 8 * (3 + stage); };
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int g = lane / 4, t = lane % 4;
@@ -232,17 +198,44 @@ __global__ void __launch_bounds__(kThreads, SAGE_WGMMA_BLOCKS(D_PAD)) attention_
   const int64_t b = blockIdx.z, h = blockIdx.y, hk = h / (p.Hq / p.Hkv);
   const int64_t bh = b * p.Hq + h, bhk = b * p.Hkv + hk;
   const int q0 = q_block * kRows + 16 * warp;  // this warp's first row
+  const bool issuer = threadIdx.x == 0;
 
   int n_tiles = (p.Nk + kTileK - 1) / kTileK;
   if (CAUSAL) n_tiles = min(n_tiles, (min((q_block + 1) * kRows, p.Nq) - 1) / kTileK + 1);
   // Tiles no row of the block masks: all keys below Nk and, causally, at or before its first row.
   int n_plain = min(p.Nk / kTileK, n_tiles);
   if (CAUSAL) n_plain = min(n_plain, (q_block * kRows + 1) / kTileK);
-  load_q_tile_wg<D_PAD>(p, q_smem, bh, q_block);
-  load_k_tile_wg<D_PAD>(p, k_smem, bhk, 0);
-  ptx::cp_async_commit();
-  load_v_tile_wg<D_PAD>(p, v_smem, bhk, 0);
-  ptx::cp_async_commit();
+
+  // Tile `tile` of K or V into its stage (tile % 2). Keys past k8's / v8's padding read as zeros.
+  auto load_k = [&](int tile) {
+    tma::mbar_expect_bytes(k_bar(tile & 1), L::k_tile);
+    tma::load_3d(k_smem + (tile & 1) * L::k_tile, k_map, k_bar(tile & 1), 0, tile * kTileK,
+                 static_cast<int>(bhk));
+  };
+  auto load_v = [&](int tile) {
+    tma::mbar_expect_bytes(v_bar(tile & 1), L::v_tile);
+    tma::load_3d(v_smem + (tile & 1) * L::v_tile, v_map, v_bar(tile & 1), tile * kTileK, 0,
+                 static_cast<int>(bhk));
+  };
+  auto wait_k = [&](int tile) { tma::mbar_wait(k_bar(tile & 1), (tile >> 1) & 1); };
+  auto wait_v = [&](int tile) { tma::mbar_wait(v_bar(tile & 1), (tile >> 1) & 1); };
+  if (issuer) {
+    tma::prefetch_map(q_map);
+    tma::prefetch_map(k_map);
+    tma::prefetch_map(v_map);
+#pragma unroll
+    for (int i = 0; i < 5; ++i) tma::mbar_init(q_bar + 8 * i, 1);
+    tma::fence_mbar_init();
+  }
+  __syncthreads();
+  if (issuer) {
+    tma::mbar_expect_bytes(q_bar, L::q_tile);
+    tma::load_3d(q_smem, q_map, q_bar, 0, q_block * kRows, static_cast<int>(bh));
+    for (int tile = 0; tile < min(n_tiles, 2); ++tile) {
+      load_k(tile);
+      load_v(tile);
+    }
+  }
 
   // Q's scale (rows q0 + g and q0 + g + 8 are in one 32-row group and have the same r % 8).
   const float q_scale = p.per_thread ? p.q_scale[bh * (p.nq_pad / 32 * 8) + (q0 / 32) * 8 + g]
@@ -302,16 +295,11 @@ __global__ void __launch_bounds__(kThreads, SAGE_WGMMA_BLOCKS(D_PAD)) attention_
     }
   };
 
+  tma::mbar_wait(q_bar, 0);
   if constexpr (!PIPELINED) {
     for (int tile = 0; tile < n_tiles; ++tile) {
       const int stage = tile & 1;
-      const bool has_next = tile + 1 < n_tiles;
-      ptx::cp_async_wait<1>();  // this tile's K (and, at tile 0, Q) has landed
-      wgmma::fence_async_shared();
-      __syncthreads();
-      if (has_next) load_k_tile_wg<D_PAD>(p, k_smem + (stage ^ 1) * L::k_tile, bhk, tile + 1);
-      ptx::cp_async_commit();
-
+      wait_k(tile);
       int acc[kNS];
       wgmma::fence();
       qk_tile(acc, stage);
@@ -319,22 +307,18 @@ __global__ void __launch_bounds__(kThreads, SAGE_WGMMA_BLOCKS(D_PAD)) attention_
       float sc[kGroups];
       tile_scales(tile, sc);
       wgmma::wait<0>();
+      if (issuer && tile + 2 < n_tiles) load_k(tile + 2);  // this stage's K has been read
       float alpha[2];
       uint32_t pa[kKS][4];
       softmax(tile, acc, sc, alpha, pa);
       if constexpr (!TWO_LEVEL) rescale(alpha);
 
-      if (has_next) ptx::cp_async_wait<1>();  // this tile's V has landed
-      else ptx::cp_async_wait<0>();
-      wgmma::fence_async_shared();
-      __syncthreads();
-      if (has_next) load_v_tile_wg<D_PAD>(p, v_smem + (stage ^ 1) * L::v_tile, bhk, tile + 1);
-      ptx::cp_async_commit();
-
+      wait_v(tile);
       wgmma::fence();
       issue_pv(pa, v_smem + stage * L::v_tile);
       wgmma::commit();
       wgmma::wait<0>();
+      if (issuer && tile + 2 < n_tiles) load_v(tile + 2);
       if constexpr (TWO_LEVEL) fold(alpha);
     }
   } else {
@@ -342,11 +326,7 @@ __global__ void __launch_bounds__(kThreads, SAGE_WGMMA_BLOCKS(D_PAD)) attention_
     uint32_t pa[2][kKS][4];
     float alpha[2][2];
     {
-      ptx::cp_async_wait<1>();  // Q and K of tile 0
-      wgmma::fence_async_shared();
-      __syncthreads();
-      if (n_tiles > 1) load_k_tile_wg<D_PAD>(p, k_smem + L::k_tile, bhk, 1);
-      ptx::cp_async_commit();
+      wait_k(0);
       int acc[kNS];
       wgmma::fence();
       qk_tile(acc, 0);
@@ -354,23 +334,18 @@ __global__ void __launch_bounds__(kThreads, SAGE_WGMMA_BLOCKS(D_PAD)) attention_
       float sc[kGroups];
       tile_scales(0, sc);
       wgmma::wait<0>();
+      if (issuer && 2 < n_tiles) load_k(2);
       softmax(0, acc, sc, alpha[0], pa[0]);
     }
-    // Iteration t: K of tile t + 1 and V of tile t were issued one iteration ago. The loop is
-    // unrolled by two, so that the buffer index (cur) is a constant and P's two register sets
-    // stay registers; the last tile's P·V is peeled off, so that no wgmma of the loop sits
-    // behind a branch.
+    // Iteration t: Q·Kᵀ of tile t + 1 and P·V of tile t. The loop is unrolled by two, so that
+    // the buffer index (cur) is a constant and P's two register sets stay registers; the last
+    // tile's P·V is peeled off, so that no wgmma of the loop sits behind a branch.
     auto iteration = [&](const int tile, auto cur_c) {
       constexpr int cur = decltype(cur_c)::value;
-      ptx::cp_async_wait<0>();
-      wgmma::fence_async_shared();
-      __syncthreads();  // also: every warp is done with the buffers refilled next
-      if (tile + 2 < n_tiles) load_k_tile_wg<D_PAD>(p, k_smem + cur * L::k_tile, bhk, tile + 2);
-      load_v_tile_wg<D_PAD>(p, v_smem + (cur ^ 1) * L::v_tile, bhk, tile + 1);
-      ptx::cp_async_commit();
-
       int acc[kNS];
       if constexpr (!TWO_LEVEL) rescale(alpha[cur]);
+      wait_k(tile + 1);
+      wait_v(tile);
       wgmma::fence();
       qk_tile(acc, cur ^ 1);
       wgmma::commit();
@@ -380,15 +355,15 @@ __global__ void __launch_bounds__(kThreads, SAGE_WGMMA_BLOCKS(D_PAD)) attention_
       tile_scales(tile + 1, sc);
       wgmma::wait<1>();  // the scores; P·V may still run
       wgmma::fence_operand(acc);
+      if (issuer && tile + 3 < n_tiles) load_k(tile + 3);
       softmax(tile + 1, acc, sc, alpha[cur ^ 1], pa[cur ^ 1]);
       finish_pv(alpha[cur]);
+      if (issuer && tile + 2 < n_tiles) load_v(tile + 2);
     };
-    auto last = [&](auto cur_c) {
+    auto last = [&](const int tile, auto cur_c) {
       constexpr int cur = decltype(cur_c)::value;
-      ptx::cp_async_wait<0>();
-      wgmma::fence_async_shared();
-      __syncthreads();
       if constexpr (!TWO_LEVEL) rescale(alpha[cur]);
+      wait_v(tile);
       wgmma::fence();
       issue_pv(pa[cur], v_smem + cur * L::v_tile);
       wgmma::commit();
@@ -402,8 +377,8 @@ __global__ void __launch_bounds__(kThreads, SAGE_WGMMA_BLOCKS(D_PAD)) attention_
       if (tile + 1 >= n_tiles) break;
       iteration(tile++, One{});
     }
-    if (tile & 1) last(One{});
-    else last(Zero{});
+    if (tile & 1) last(tile, One{});
+    else last(tile, Zero{});
   }
 
   // Normalize and store (rows past Nq and channels past D are padding).
@@ -437,14 +412,15 @@ __global__ void __launch_bounds__(kThreads, SAGE_WGMMA_BLOCKS(D_PAD)) attention_
 }
 
 template <int D_PAD, bool CAUSAL, bool TWO_LEVEL>
-void launch(const AttnParams& p, int B, cudaStream_t stream) {
+void launch(const AttnParams& p, int B, const CUtensorMap& q_map, const CUtensorMap& k_map,
+            const CUtensorMap& v_map, cudaStream_t stream) {
   auto kernel = attention_wgmma_kernel<D_PAD, CAUSAL, TWO_LEVEL, SAGE_WGMMA_PIPELINE != 0>;
   constexpr int smem = WgSmem<D_PAD>::bytes;
   if (smem > 48 * 1024) {
     SAGE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   }
   dim3 grid((p.Nq + kRows - 1) / kRows, p.Hq, B);
-  kernel<<<grid, kThreads, smem, stream>>>(p);
+  kernel<<<grid, kThreads, smem, stream>>>(p, q_map, k_map, v_map);
   SAGE_LAUNCH_CHECK();
 }
 
@@ -471,11 +447,17 @@ std::tuple<Tensor, Tensor> attn_int8_fp8_sm90(const Tensor& q8, const Tensor& q_
                                per_thread, out_bf16, 1.0);
   p.v = v8.data_ptr();
   p.v_scale = ptr<float>(v_scale);
+  // q8 [B * Hq, nq_pad, D_PAD] in 64-row boxes, k8 [B * Hkv, nk_pad, D_PAD] in 128-key boxes
+  // (keys past the padding read as zeros), v8 [B * Hkv, D_PAD, nk_pad] in boxes of 128 keys.
+  const uint64_t d_pad = k8.size(3), nk_pad = k8.size(2), bhk = B * k8.size(1);
+  const CUtensorMap q_map = tma::byte_tile_map(q8.data_ptr(), d_pad, q8.size(2), B * Hq, d_pad, kRows, op);
+  const CUtensorMap k_map = tma::byte_tile_map(k8.data_ptr(), d_pad, nk_pad, bhk, d_pad, kTileK, op);
+  const CUtensorMap v_map = tma::byte_tile_map(v8.data_ptr(), nk_pad, d_pad, bhk, kTileK, d_pad, op);
   dispatch_shape(k8.size(3), causal, [&](auto d_pad_c, auto causal_c) {
     constexpr int kD = decltype(d_pad_c)::value;
     constexpr bool kCausal = decltype(causal_c)::value;
-    if (pv_mode == kPvF8AccF32F32) launch<kD, kCausal, true>(p, static_cast<int>(B), stream);
-    else launch<kD, kCausal, false>(p, static_cast<int>(B), stream);
+    if (pv_mode == kPvF8AccF32F32) launch<kD, kCausal, true>(p, static_cast<int>(B), q_map, k_map, v_map, stream);
+    else launch<kD, kCausal, false>(p, static_cast<int>(B), q_map, k_map, v_map, stream);
   });
   return {out, lse};
 }
