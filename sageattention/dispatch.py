@@ -11,6 +11,8 @@ sm120 (RTX 50xx)              same, per_warp scales                       as the
 sm90 (H100, H200), D > 64     Triton INT8 Q·Kᵀ + FP8 P·V, "fp32+fp32"       measured fastest
 sm90, D <= 64                 Triton INT8 Q·Kᵀ + FP16 P·V                   measured fastest
 sm90, B·Hq·Nq·Nk <= 2^27      CUDA INT8 Q·Kᵀ + FP16 P·V, fp32 accumulation  fewer launches
+sm90, B·Hq·Nq·Nk >= 2^33      CUDA wgmma INT8 Q·Kᵀ + FP8 P·V, "fp32+fp32"   measured fastest
+                              (masked: Triton, FP8 P·V)
 older than sm80               ValueError                                  no INT8 tensor cores
 ============================  ==========================================  =======================
 
@@ -18,11 +20,11 @@ sm86 cannot be measured here. On the H100 our Triton FP16 path beats our CUDA FP
 15-25%, but there Triton emits Hopper-only wgmma instructions, so that comparison says nothing
 about sm86; the original measured its Triton path faster on sm86 and we keep its choice
 (docs/perf-notes.md). On sm90 the mma.sync CUDA kernels lose to the Triton kernels (Triton
-uses wgmma; FP8 mma.sync is no faster than FP16 there), and our own wgmma kernel (unit
-_C_sm90, run by sageattn_qk_int8_pv_fp8_cuda_sm90) still loses to Triton except at D=64 with
-N=16K (docs/perf-notes.md rows 38, 41): the Hopper path stays Triton, except for small calls, where
-the host work and launches of the Triton path's separate quantization passes cost more than
-the slower MMAs. A CUDA plan falls back to the Triton kernel of the same precision when the
+uses wgmma; FP8 mma.sync is no faster than FP16 there). Our own wgmma kernel (unit _C_sm90,
+also run by sageattn_qk_int8_pv_fp8_cuda_sm90) is ahead of Triton for large calls and behind
+it for mid-sized ones (docs/perf-notes.md rows 42-43), so the Hopper path is Triton in between;
+small calls run the compiled FP16 kernel, where the host work and launches of the Triton
+path's separate quantization passes cost more than the slower MMAs. A CUDA plan falls back to the Triton kernel of the same precision when the
 extension is missing, lacks code for the GPU, or the call needs something only Triton
 implements (cuda_forward.unsupported_reason). Scales default to per_thread groups.
 """
@@ -65,6 +67,10 @@ def has_fp8_mma(device) -> bool:
 # Triton path's 3-4 launches and their host work, which decide the time of a call this small
 # (docs/perf-notes.md rows 36-37: 1.1-1.7x the Triton path at N=1024, behind it from N~2048).
 SM90_COMPILED_MAX_SCORES = 1 << 27
+# On sm90 a call of at least this many scores (B=4, H=32, N=8192 is 2^33) runs the wgmma kernel
+# (unit _C_sm90) where it can: from there it is ahead of the Triton path, below it behind,
+# most at causal N=4096 (docs/perf-notes.md rows 42-43).
+SM90_WGMMA_MIN_SCORES = 1 << 33
 
 
 def default_plan(device, head_dim: int = 128, scores: int | None = None) -> Plan:
@@ -82,6 +88,10 @@ def default_plan(device, head_dim: int = 128, scores: int | None = None) -> Plan
     if cc[0] == 9:
         if scores is not None and scores <= SM90_COMPILED_MAX_SCORES:
             return Plan(pv_fp8=False, pv_accum="fp32", backend="cuda")
+        if scores is None or scores >= SM90_WGMMA_MIN_SCORES:
+            # The wgmma kernel where it runs (unmasked, unit _C_sm90 present), else Triton with
+            # FP8 P·V at every head dim (row 39: faster than FP16 at D=64 for long N too).
+            return Plan(pv_fp8=True, backend="wgmma")
         return Plan(pv_fp8=head_dim > 64)
     if cc == (8, 0):
         return Plan(pv_fp8=False, pv_accum="fp32", backend="cuda")
@@ -92,4 +102,4 @@ def default_plan(device, head_dim: int = 128, scores: int | None = None) -> Plan
     return Plan(pv_fp8=True, pv_accum="fp32+fp16", backend="cuda")
 
 
-__all__ = ["SM90_COMPILED_MAX_SCORES", "Plan", "default_plan", "has_fp8_mma"]
+__all__ = ["SM90_COMPILED_MAX_SCORES", "SM90_WGMMA_MIN_SCORES", "Plan", "default_plan", "has_fp8_mma"]

@@ -16,8 +16,8 @@ CUDA = torch.device("cuda", 0)
                        "qk_quant_gran": "per_thread"}),
     ((12, 0), 128, {"pv_fp8": True, "backend": "cuda", "pv_accum": "fp32+fp16",
                         "qk_quant_gran": "per_warp"}),
-    ((9, 0), 128, {"pv_fp8": True, "backend": "triton", "pv_accum": "fp32+fp32"}),
-    ((9, 0), 64, {"pv_fp8": False, "backend": "triton"}),
+    ((9, 0), 128, {"pv_fp8": True, "backend": "wgmma", "pv_accum": "fp32+fp32"}),
+    ((9, 0), 64, {"pv_fp8": True, "backend": "wgmma", "pv_accum": "fp32+fp32"}),
 ])
 def test_plan_per_capability(monkeypatch, cc, d, want):
     monkeypatch.setattr(dispatch, "_capability", lambda device: cc)
@@ -31,8 +31,19 @@ def test_small_calls_on_hopper_run_the_compiled_fp16_kernel(monkeypatch, d):
     monkeypatch.setattr(dispatch, "_capability", lambda device: (9, 0))
     small = dispatch.default_plan(CUDA, d, dispatch.SM90_COMPILED_MAX_SCORES)
     assert (small.backend, small.pv_fp8, small.pv_accum) == ("cuda", False, "fp32")
-    large = dispatch.default_plan(CUDA, d, dispatch.SM90_COMPILED_MAX_SCORES + 1)
-    assert large == dispatch.default_plan(CUDA, d) and large.backend == "triton"
+    mid = dispatch.default_plan(CUDA, d, dispatch.SM90_COMPILED_MAX_SCORES + 1)
+    assert (mid.backend, mid.pv_fp8) == ("triton", d > 64)
+
+
+@pytest.mark.parametrize("d", [64, 128])
+def test_large_calls_on_hopper_run_the_wgmma_kernel(monkeypatch, d):
+    monkeypatch.setattr(dispatch, "_capability", lambda device: (9, 0))
+    below = dispatch.default_plan(CUDA, d, dispatch.SM90_WGMMA_MIN_SCORES - 1)
+    assert below.backend == "triton" and below.pv_fp8 == (d > 64)
+    large = dispatch.default_plan(CUDA, d, dispatch.SM90_WGMMA_MIN_SCORES)
+    assert (large.backend, large.pv_fp8, large.pv_accum) == ("wgmma", True, "fp32+fp32")
+    assert large == dispatch.default_plan(CUDA, d)  # no size given: a large call
+    assert dispatch.SM90_COMPILED_MAX_SCORES < dispatch.SM90_WGMMA_MIN_SCORES
 
 
 @pytest.mark.parametrize("cc", [(8, 0), (8, 6), (8, 9), (12, 0)])

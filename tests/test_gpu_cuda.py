@@ -217,6 +217,34 @@ def test_wgmma_kernel_layouts_and_views(seed, wgmma_spy, layout, dtype, gran):
     assert wgmma_spy == [True, False, False]
 
 
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("causal", [False, True])
+def test_sageattn_runs_the_wgmma_kernel_for_large_calls_on_hopper(seed, monkeypatch, spy, wgmma_spy,
+                                                                  d, causal):
+    """sageattn's plan for a call of at least dispatch.SM90_WGMMA_MIN_SCORES scores (lowered
+    here, so that fp64 can check it) is the wgmma kernel: the same bits as the explicit sm90
+    entry point with "fp32+fp32"; a masked call of that size runs Triton's FP8 path instead."""
+    if not _wgmma():
+        pytest.skip("no sm_90a unit for this GPU (H100/H200 with a wheel built by nvcc >= 12.3)")
+    from sageattention import dispatch
+
+    monkeypatch.setattr(dispatch, "SM90_COMPILED_MAX_SCORES", 0)
+    monkeypatch.setattr(dispatch, "SM90_WGMMA_MIN_SCORES", 1)
+    q, k, v = make_qkv(2, 4, 2, 700, 900, d, kind="outliers", device="cuda")
+    out = sa.sageattn(q, k, v, is_causal=causal)
+    assert wgmma_spy and all(wgmma_spy) and spy == [True]  # asked by the plan and the forward
+    explicit = sa.sageattn_qk_int8_pv_fp8_cuda_sm90(q, k, v, is_causal=causal,
+                                                    pv_accum_dtype="fp32+fp32")
+    assert torch.equal(out, explicit)
+    exact = reference.attention_fp64(q, k, v, is_causal=causal)
+    _check(out, exact, True, q.dtype, "outliers", what="sageattn on wgmma")
+    mask = torch.rand(2, 1, 700, 900, device="cuda") > 0.3
+    masked = sa.sageattn(q, k, v, attn_mask=mask)
+    assert len(spy) == 2  # no compiled kernel ran: the mask took Triton
+    _check(masked, reference.attention_fp64(q, k, v, attn_mask=mask), True, q.dtype, "outliers",
+           what="masked sageattn of a large call")
+
+
 def test_wgmma_op_turns_bad_input_into_python_errors():
     # As test_compiled_ops_turn_bad_input_into_python_errors, for the sm_90a unit's op.
     if not _wgmma():
